@@ -1,0 +1,493 @@
+"""Board: one API over a MicroPython unix-port process and an ESP32 on a serial port.
+
+Everything above the transport is the same code for both: exec/eval, files, deploy,
+reset, running the firmware in the background while the test reads its console.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import serial
+
+from . import unix_port
+from .console import BOOT_BANNER, Console
+from .errors import (BoardConnectionError, BoardCrashed, BoardError, BoardException,
+                     BoardRebooted, BoardTimeout, FirmwareError)
+from .transport import ReplTransport, find_esp32_port
+
+DEFAULT_TIMEOUT = 10.0
+# Bytes per write command when uploading: big enough that raw-paste flow control, not
+# round trips, sets the pace; small enough for a 110 KB heap.
+UPLOAD_CHUNK = 4096
+_names = itertools.count(1)
+
+# Runs a script the way the chip runs main.py at boot: __name__ == "__main__", and
+# tracebacks that name the file.
+_RUN_SCRIPT = "exec(compile(open({path!r}).read(), {path!r}, 'exec'), {{'__name__': '__main__'}})"
+
+
+def _board_path(path: str) -> str:
+    """Board paths are relative to the board's root (cwd): '/lib/x.py' and 'lib/x.py' agree."""
+    path = path.replace("\\", "/").strip("/")
+    return path
+
+
+@dataclass
+class DeployReport:
+    """What deploy() did: files written and files skipped because their hash matched."""
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+
+
+class FirmwareRun:
+    """A script running on the board in the background; its output streams into the console."""
+
+    def __init__(self, board: "Board", script: str):
+        self.board = board
+        self.script = script
+        self.reboots = 0
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name=f"{board.name}-console", daemon=True)
+
+    def _pump(self) -> None:
+        """Copy console bytes until the raw REPL's end-of-run markers (or a stop)."""
+        console, transport = self.board.console, self.board.transport
+        section, errors = 0, bytearray()
+        try:
+            while not self._stop.is_set():
+                data = transport.read_available()
+                if not data:
+                    if self.board._crash_reason() is not None:
+                        raise self.board._crash_reason()
+                    continue
+                while data and section < 2:
+                    head, eot, data = data.partition(b"\x04")
+                    if section == 0:
+                        console.feed(head)
+                        if BOOT_BANNER.search(head.decode("utf-8", "replace")):
+                            self.reboots += 1
+                    else:
+                        errors += head
+                    if eot:
+                        section += 1
+                if section == 2:
+                    break
+            if section == 2 and errors:
+                self.error = BoardException.from_traceback(self.board.name, errors.decode("utf-8", "replace"))
+        except (serial.SerialException, OSError, BoardError) as e:
+            self.error = e if isinstance(e, BoardError) else self.board._lost(e)
+        finally:
+            self.board._needs_resync = True
+            if not self._stop.is_set():
+                console.end(self.error)
+            self._done.set()
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the script to return; re-raise its exception (with the board's traceback)."""
+        if not self._done.wait(timeout):
+            raise BoardTimeout(self.board.name, f"{self.script} still running after {timeout:g} s; "
+                               f"console tail:\n{self.board.console.tail()}")
+        self.board._run = None
+        if self.error is not None:
+            raise self.error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Interrupt the script (KeyboardInterrupt on the board) and take the REPL back."""
+        if self._done.is_set():
+            self.board._run = None
+            return
+        self._stop.set()
+        self.board._interrupt()
+        self._done.wait(timeout)
+        self.board._run = None
+        if not self._done.is_set():
+            raise BoardTimeout(self.board.name, f"{self.script} ignored the interrupt for {timeout:g} s")
+
+
+class Board:
+    """A MicroPython board the test drives: a unix-port process or a chip on a serial port."""
+
+    def __init__(self, transport: ReplTransport, name: str, kind: str,
+                 port: unix_port.UnixPort | None = None, sim: Any = None,
+                 timeout: float = DEFAULT_TIMEOUT, cleanup: Callable[[], None] | None = None):
+        self.transport = transport
+        self.name = name
+        self.kind = kind  # "unix" or "serial"
+        self.port = port
+        self.sim = sim
+        self.timeout = timeout
+        self.console = Console(name)
+        self._run: FirmwareRun | None = None
+        self._needs_resync = False
+        self._cleanup = cleanup
+        self._closed = False
+
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def unix(cls, micropython: str | None = None, root: str | Path | None = None, sim: Any = None,
+             name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> "Board":
+        """A fresh unix-port board in a temp folder (its flash), ready in the raw REPL."""
+        name = name or f"unix#{next(_names)}"
+        owned_root = root is None
+        root_path = Path(tempfile.mkdtemp(prefix="hil-board-")) if owned_root else Path(root)
+        (root_path / "lib").mkdir(parents=True, exist_ok=True)
+        port = None
+        try:
+            port = unix_port.UnixPort(root_path, micropython=micropython, name=name,
+                                      args=sim.launch_args() if sim else (),
+                                      env=_unix_env(root_path, sim))
+            port.start()
+            transport = ReplTransport(port.device, name=name, exclusive=False)
+        except BaseException:
+            if port is not None:
+                port.close()
+            if owned_root:
+                shutil.rmtree(root_path, ignore_errors=True)
+            raise
+
+        def cleanup() -> None:
+            port.close()
+            if owned_root:
+                shutil.rmtree(root_path, ignore_errors=True)
+
+        board = cls(transport, name, "unix", port=port, sim=sim, timeout=timeout, cleanup=cleanup)
+        board.root = root_path
+        port.on_exit = board._on_process_exit
+        try:
+            board._enter_repl()
+        except BaseException:
+            board.close()
+            raise
+        return board
+
+    @classmethod
+    def serial(cls, device: str, name: str | None = None, baudrate: int = 115200,
+               timeout: float = DEFAULT_TIMEOUT, reset: bool = False) -> "Board":
+        """A board on a serial port (`auto`, a device path, or an rfc2217:// URL)."""
+        if device == "auto":
+            device = find_esp32_port()
+        name = name or f"serial:{device}"
+        transport = ReplTransport(device, name=name, baudrate=baudrate, reset_on_open=reset)
+        board = cls(transport, name, "serial", timeout=timeout)
+        try:
+            board._enter_repl()
+        except BaseException:
+            board.close()
+            raise
+        return board
+
+    # -- REPL ----------------------------------------------------------------------------
+    def _interrupt(self) -> None:
+        if self.port is not None:
+            self.port.interrupt()  # Ctrl-C over a pty does not reach the unix port
+        try:
+            self.transport.serial.write(b"\r\x03\x03")
+        except (serial.SerialException, OSError):
+            pass
+
+    def _enter_repl(self, soft_reset: bool = False) -> None:
+        self._check_alive()
+        try:
+            self.transport.enter_repl(soft_reset=soft_reset, timeout=self.timeout)
+        except BoardTimeout:
+            if self._crash_reason() is not None:
+                raise self._crash_reason() from None
+            if self.port is not None:  # hung in code that ignores Ctrl-C: a restart, as a chip's reset
+                self.port.start(env=_unix_env(self.root, self.sim))
+                self.transport.enter_repl(soft_reset=False, timeout=self.timeout)
+            else:
+                raise
+        self._needs_resync = False
+
+    def _crash_reason(self) -> BoardCrashed | None:
+        if self.port is not None and not self.port.alive and self.port.exit_codes:
+            return BoardCrashed(self.name, f"micropython process exited with code {self.port.exit_codes[-1]}; "
+                                f"console tail:\n{self.console.tail()}")
+        return None
+
+    def _check_alive(self) -> None:
+        reason = self._crash_reason()
+        if reason is not None:
+            raise reason
+
+    def _lost(self, error: Exception) -> BoardError:
+        return self._crash_reason() or BoardConnectionError(self.name, f"lost the board's port: {error}")
+
+    def _on_process_exit(self, code: int) -> None:
+        """The unix-port process ended on its own (watcher thread)."""
+        if self.sim is not None and hasattr(self.sim, "on_board_exit") and self.sim.on_board_exit(code):
+            # A chip reset (machine.reset, deepsleep, brown-out): relaunch like a boot,
+            # running boot.py and main.py, console continuous.
+            self.port.start(extra_args=["-i", "-c", _boot_code()], env=_unix_env(self.root, self.sim))
+            return
+        if code == 0 and self._run is None:
+            # Ctrl-D in the raw REPL: a soft reboot for mpremote-style clients.
+            self.port.write_console(b"soft reboot\r\n")
+            self.port.start()
+            self.port.type_input(b"\r\x01")
+            return
+        self.port.hangup()  # readers see EIO at once instead of waiting for a timeout
+
+    def exec(self, code: str, timeout: float | None = None) -> str:
+        """Run code on the board; its printed output, or the board's exception raised here."""
+        self._ready_for_command()
+        try:
+            out = self.transport.run(code, timeout=timeout or self.timeout)
+        except (BoardTimeout, BoardConnectionError) as e:
+            self._needs_resync = True
+            self._interrupt()
+            crash = self._crash_reason()
+            if crash is not None:
+                raise crash from None
+            if self.kind == "serial" and BOOT_BANNER.search(self.transport.serial.read(self.transport.serial.in_waiting or 0).decode("utf-8", "replace") or ""):
+                raise BoardRebooted(self.name, "the board rebooted while running a command") from None
+            raise e from None
+        return out.decode("utf-8", "replace")
+
+    def eval(self, expr: str, timeout: float | None = None) -> Any:
+        """Evaluate an expression on the board; its value, rebuilt from repr() on the host."""
+        text = self.exec(f"print(repr({expr}))", timeout=timeout).strip()
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise BoardError(self.name, f"eval({expr!r}) returned {text[:80]!r}, which is not a "
+                             "Python literal; use exec() and parse its output") from None
+
+    def _ready_for_command(self) -> None:
+        if self._closed:
+            raise BoardError(self.name, "board is closed")
+        if self._run is not None and self._run.running:
+            raise BoardError(self.name, f"{self._run.script} is running and owns the REPL; "
+                             "call run.stop() (or board.stop()) first")
+        self._run = None
+        if self._needs_resync:
+            self._enter_repl()
+
+    # -- files ---------------------------------------------------------------------------
+    def put_bytes(self, data: bytes, remote: str) -> None:
+        """Write bytes to a file on the board (parent folders must exist: see mkdir)."""
+        path = _board_path(remote)
+        self.exec(f"_f=open({path!r},'wb')")
+        try:
+            view = memoryview(data)
+            for start in range(0, len(data), UPLOAD_CHUNK):
+                self.exec(f"_f.write({bytes(view[start:start + UPLOAD_CHUNK])!r})")
+        finally:
+            self.exec("_f.close()\ndel _f")
+
+    def put(self, local: str | Path, remote: str | None = None) -> None:
+        """Copy a host file to the board (default: same name at the root)."""
+        local = Path(local)
+        self.put_bytes(local.read_bytes(), remote or local.name)
+
+    def get(self, remote: str) -> bytes:
+        """Read a file from the board."""
+        path = _board_path(remote)
+        text = self.exec(f"import binascii\nwith open({path!r},'rb') as _f:\n while 1:\n"
+                         f"  _b=_f.read({UPLOAD_CHUNK // 2})\n  if not _b: break\n"
+                         f"  print(binascii.hexlify(_b).decode())")
+        return bytes.fromhex("".join(text.split()))
+
+    def ls(self, path: str = "") -> list[str]:
+        """Names in a folder of the board's filesystem."""
+        return sorted(self.eval(f"__import__('os').listdir({_board_path(path) or '.'!r})"))
+
+    def exists(self, path: str) -> bool:
+        return self.eval(f"(lambda os: {_board_path(path)!r} in os.listdir({_parent(path)!r}))(__import__('os'))")
+
+    def mkdir(self, path: str) -> None:
+        """Create a folder and its parents (no error if it exists)."""
+        self.exec(_MKDIRS + f"_mkdirs({_board_path(path)!r})")
+
+    def rm(self, path: str, recursive: bool = False) -> None:
+        """Remove a file, or a folder (with recursive=True, everything in it)."""
+        self.exec(_RMTREE + f"_rm({_board_path(path)!r},{recursive!r})")
+
+    def deploy(self, folder: str | Path, dest: str = "", force: bool = False) -> DeployReport:
+        """Copy a firmware folder onto the board, skipping files whose SHA-256 already matches."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FirmwareError(f"firmware folder {folder} does not exist")
+        files = {(Path(dest) / p.relative_to(folder)).as_posix(): p
+                 for p in sorted(folder.rglob("*")) if p.is_file() and not _ignored(p)}
+        report = DeployReport()
+        on_board = {} if force else self._hashes(files)
+        dirs = sorted({str(Path(r).parent) for r in files if str(Path(r).parent) not in ("", ".")})
+        if dirs:
+            self.exec(_MKDIRS + "".join(f"_mkdirs({d!r})\n" for d in dirs))
+        for remote, local in files.items():
+            data = local.read_bytes()
+            if on_board.get(remote) == hashlib.sha256(data).hexdigest():
+                report.skipped.append(remote)
+                continue
+            self.put_bytes(data, remote)
+            report.uploaded.append(remote)
+            report.bytes_uploaded += len(data)
+        return report
+
+    def _hashes(self, remotes: Iterable[str]) -> dict[str, str]:
+        """SHA-256 of each named file on the board (absent files left out), in one round trip."""
+        names = list(remotes)
+        if not names:
+            return {}
+        self.exec(_HASHER)
+        return self.eval(f"_hh({names!r})", timeout=max(self.timeout, 30))
+
+    # -- running firmware ----------------------------------------------------------------
+    def run(self, script: str = "main.py") -> FirmwareRun:
+        """Start a script (main.py by default) in the background; read it through `console`."""
+        self._ready_for_command()
+        run = FirmwareRun(self, script)
+        self.console.restart()
+        self.transport.start(_RUN_SCRIPT.format(path=_board_path(script)))
+        self._run = run
+        run._thread.start()
+        return run
+
+    def stop(self) -> None:
+        """Stop the running firmware, if any."""
+        if self._run is not None:
+            self._run.stop()
+
+    # -- reset ---------------------------------------------------------------------------
+    def reset(self, hard: bool = False) -> None:
+        """Reset the board and take its REPL back. Unix port: a restart (soft and hard alike)."""
+        if self._run is not None:
+            self._run._stop.set()
+            self._interrupt()
+            self._run._done.wait(5)
+            self._run = None
+        if self.port is not None:
+            self.port.start(env=_unix_env(self.root, self.sim))
+            if self.transport.device_name != self.port.device:
+                self.transport.close()
+                self.transport = ReplTransport(self.port.device, name=self.name, exclusive=False)
+            self._enter_repl()
+        elif hard:
+            self.transport.hard_reset()
+            self._enter_repl()
+        else:
+            self._enter_repl(soft_reset=True)
+
+    # -- teardown --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the firmware, release the port, kill the process: safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._run is not None:
+            self._run._stop.set()
+            self._interrupt()
+            self._run._done.wait(2)
+        try:
+            self.transport.close()
+        except (serial.SerialException, OSError):
+            pass
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> "Board":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Board {self.name}>"
+
+
+def open_board(spec: str, micropython: str | None = None, sim: Any = None,
+               timeout: float = DEFAULT_TIMEOUT) -> Board:
+    """Open a board from a `--board` spec: `unix`, `unix:PROFILE`, `serial:PORT`, `serial:auto`."""
+    kind, _, arg = spec.partition(":")
+    if kind == "unix":
+        return Board.unix(micropython=micropython, sim=sim, timeout=timeout)
+    if kind == "serial":
+        if not arg:
+            raise BoardConnectionError(spec, "name the port: serial:/dev/ttyUSB0, serial:auto or "
+                                       "serial:rfc2217://host:port")
+        return Board.serial(arg, timeout=timeout)
+    raise BoardConnectionError(spec, "unknown board kind; use unix, unix:PROFILE, serial:PORT or serial:auto")
+
+
+def _unix_env(root: Path, sim: Any) -> dict[str, str]:
+    path = [".frozen", *(sim.micropypath() if sim else []), str(root / "lib")]
+    env = {"MICROPYPATH": ":".join(path)}
+    if sim is not None:
+        env.update(sim.env())
+    return env
+
+
+def _boot_code() -> str:
+    """What the unix port runs after a simulated chip reset: boot.py then main.py, as the chip does."""
+    lines = ["import os"]
+    for script in ("boot.py", "main.py"):
+        lines += [f"if {script!r} in os.listdir():", " " + _RUN_SCRIPT.format(path=script)]
+    return "\n".join(lines) + "\n"
+
+
+def _parent(path: str) -> str:
+    parent = str(Path(_board_path(path)).parent)
+    return "." if parent in ("", ".") else parent
+
+
+def _ignored(path: Path) -> bool:
+    return "__pycache__" in path.parts or path.name.startswith(".") or path.suffix == ".pyc"
+
+
+_MKDIRS = """\
+def _mkdirs(p):
+ import os
+ q = ''
+ for part in p.split('/'):
+  q = q + '/' + part if q else part
+  try: os.mkdir(q)
+  except OSError: pass
+"""
+
+_RMTREE = """\
+def _rm(p, rec):
+ import os
+ if os.stat(p)[0] & 0x4000:
+  if rec:
+   for n in os.listdir(p): _rm(p + '/' + n, True)
+  os.rmdir(p)
+ else:
+  os.remove(p)
+"""
+
+_HASHER = """\
+def _hh(names):
+ import hashlib, binascii
+ out = {}
+ buf = bytearray(1024)
+ for n in names:
+  try: f = open(n, 'rb')
+  except OSError: continue
+  h = hashlib.sha256()
+  while 1:
+   k = f.readinto(buf)
+   if not k: break
+   h.update(buf[:k])
+  f.close()
+  out[n] = binascii.hexlify(h.digest()).decode()
+ return out
+"""

@@ -1,0 +1,61 @@
+"""pytest glue only: options, markers, fixtures and report sections of the MicroPython HIL harness.
+
+The logic lives in the modules imported here; each area keeps its fixtures in fixtures_*.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from . import fixtures_board
+from .fixtures_board import board, firmware_dir, hil_artifacts, _module_board  # noqa: F401  (fixtures)
+
+# Fixture modules of the other areas; each offers add_options(parser) and its fixtures.
+_AREAS = ["fixtures_sim", "fixtures_mqtt", "fixtures_netfault"]
+_area_modules = []
+for _name in _AREAS:
+    try:
+        _module = importlib.import_module(f"{__package__}.{_name}")
+    except ImportError as _error:  # an area not built yet must not break the others
+        if _error.name != f"{__package__}.{_name}":
+            raise
+        continue
+    _area_modules.append(_module)
+    # Re-export the area's fixtures: pytest finds fixtures in a plugin module's namespace.
+    globals().update({k: v for k, v in vars(_module).items()
+                      if hasattr(v, "_fixture_function_marker") or hasattr(v, "_pytestfixturefunction")})
+
+MARKERS = [
+    "board(kind): run only on this kind of board (unix or serial)",
+    "requires_hardware: needs a real board (--board serial:PORT)",
+    "requires_sim: needs the simulator (--board unix)",
+    "firmware(path): the firmware folder this test deploys, unless --firmware overrides it",
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    fixtures_board.add_options(parser)
+    for module in _area_modules:
+        if hasattr(module, "add_options"):
+            module.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    fixtures_board.ensure_env_board(config)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    fixtures_board.skip_by_marker(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    console = fixtures_board.console_of(item)
+    if console:
+        report.sections.append((f"board console ({call.when})", console[-20000:]))
