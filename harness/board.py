@@ -260,7 +260,7 @@ class Board:
             if self.kind == "serial" and BOOT_BANNER.search(self.transport.serial.read(self.transport.serial.in_waiting or 0).decode("utf-8", "replace") or ""):
                 raise BoardRebooted(self.name, "the board rebooted while running a command") from None
             raise e from None
-        return out.decode("utf-8", "replace")
+        return out.decode("utf-8", "replace").replace("\r\n", "\n")  # chips send CRLF
 
     def eval(self, expr: str, timeout: float | None = None) -> Any:
         """Evaluate an expression on the board; its value, rebuilt from repr() on the host."""
@@ -311,7 +311,8 @@ class Board:
         return sorted(self.eval(f"__import__('os').listdir({_board_path(path) or '.'!r})"))
 
     def exists(self, path: str) -> bool:
-        return self.eval(f"(lambda os: {_board_path(path)!r} in os.listdir({_parent(path)!r}))(__import__('os'))")
+        code = f"import os\ntry:\n os.stat({_board_path(path)!r})\n print(1)\nexcept OSError:\n print(0)"
+        return self.exec(code).strip() == "1"
 
     def mkdir(self, path: str) -> None:
         """Create a folder and its parents (no error if it exists)."""
@@ -442,11 +443,6 @@ def _boot_code() -> str:
     for script in ("boot.py", "main.py"):
         lines += [f"if {script!r} in os.listdir():", " " + _RUN_SCRIPT.format(path=script)]
     return "\n".join(lines) + "\n"
-
-
-def _parent(path: str) -> str:
-    parent = str(Path(_board_path(path)).parent)
-    return "." if parent in ("", ".") else parent
 
 
 def _ignored(path: Path) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -79,10 +80,31 @@ class UnixPort:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.RLock()
         self._closing = False
+        self._proc = None
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         self.device = os.ttyname(self._slave)
+        # All launches happen on one thread that lives as long as the port: the kernel's
+        # parent-death signal fires when the *thread* that forked exits, not the process.
+        self._spawns: queue.Queue = queue.Queue()
+        self._spawner = threading.Thread(target=self._spawn_loop, name=f"{name}-spawner", daemon=True)
+        self._spawner.start()
         _LIVE.add(self)
+
+    def _spawn_loop(self) -> None:
+        while True:
+            job = self._spawns.get()
+            if job is None:
+                return
+            argv, env, reply = job
+            try:
+                reply.put(subprocess.Popen(
+                    argv, stdin=self._master, stdout=self._master, stderr=self._master,
+                    cwd=self.root, env=env, close_fds=True,
+                    start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the board
+                    preexec_fn=_die_with_parent))
+            except OSError as e:
+                reply.put(e)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
@@ -97,21 +119,12 @@ class UnixPort:
                 self.env = dict(env)
             full_env = dict(os.environ)
             full_env.update(self.env)
-            try:
-                self._proc = subprocess.Popen(
-                    [self.binary, *self.args, *extra_args],
-                    stdin=self._master,
-                    stdout=self._master,
-                    stderr=self._master,
-                    cwd=self.root,
-                    env=full_env,
-                    close_fds=True,
-                    start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the board
-                    preexec_fn=_die_with_parent,
-                )
-            except OSError as e:
-                raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {e.strerror}") from None
-            proc = self._proc
+            reply: queue.Queue = queue.Queue()
+            self._spawns.put(([self.binary, *self.args, *extra_args], full_env, reply))
+            result = reply.get()
+            if isinstance(result, OSError):
+                raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {result.strerror}")
+            self._proc = proc = result
         threading.Thread(target=self._watch, args=(proc,), name=f"{self.name}-watch", daemon=True).start()
 
     def _watch(self, proc: subprocess.Popen) -> None:
@@ -166,11 +179,12 @@ class UnixPort:
         with self._lock:
             self._closing = True
             self._kill()
+            self._spawns.put(None)
         self.hangup()
         _LIVE.discard(self)
 
     def __del__(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if getattr(self, "_proc", None) is not None and self._proc.poll() is None:
             self._proc.kill()
 
 

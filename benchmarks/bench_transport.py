@@ -1,0 +1,126 @@
+"""Board-layer speed against plain mpremote, measured in the same run on the same kind of pty.
+
+Prints one JSON object as its last line: exec_rtt_p50_ms, exec_rtt_p99_ms,
+mpremote_exec_rtt_p50_ms, board_ready_ms, deploy_100kb_s, mpremote_deploy_100kb_s, and the
+ratios the targets are stated in (issue 2: exec within 1.5x of mpremote and under 0.5 ms p50;
+a fresh unix board ready in under 150 ms; deploying 100 KB no slower than mpremote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from mpremote.transport_serial import SerialTransport
+
+from harness.board import Board
+from harness.unix_port import UnixPort
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def time_calls(call, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def make_firmware(folder: Path, total: int = 100 * 1024, files: int = 10) -> None:
+    """100 KB of Python-like source in ten files (what a firmware deploy looks like)."""
+    line = b"value = 'sensor reading %05d'  # padding to make a realistic source line\n"
+    for i in range(files):
+        body = b"".join(line % n for n in range(total // files // len(line % 0) + 1))
+        (folder / f"module_{i}.py").write_bytes(body[: total // files])
+
+
+def bench(n: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="bench-transport-"))
+    fw = work / "fw"
+    fw.mkdir()
+    make_firmware(fw)
+    files = sorted(fw.iterdir())
+    total_bytes = sum(p.stat().st_size for p in files)
+
+    ready = []
+    for _ in range(10):
+        start = time.perf_counter()
+        board = Board.unix()
+        ready.append((time.perf_counter() - start) * 1000)
+        board.close()
+
+    with Board.unix() as board:
+        time_calls(lambda: board.exec("x = 1"), 50)  # warm-up
+        harness_rtt = time_calls(lambda: board.exec("x = 1"), n)
+        deploy_times = []
+        for _ in range(3):
+            board.rm("lib", recursive=True)
+            start = time.perf_counter()
+            board.deploy(fw, dest="lib", force=True)
+            deploy_times.append(time.perf_counter() - start)
+
+    root = Path(tempfile.mkdtemp(prefix="bench-mpremote-"))
+    port = UnixPort(root, name="mpremote-baseline")
+    port.start()
+    try:
+        plain = SerialTransport(port.device, timeout=None)
+        plain.enter_raw_repl(soft_reset=False)
+        time_calls(lambda: plain.exec("x = 1"), 50)
+        mpremote_rtt = time_calls(lambda: plain.exec("x = 1"), n)
+        mpremote_deploy = []
+        for attempt in range(3):
+            start = time.perf_counter()
+            plain.fs_mkdir(f"lib{attempt}")
+            for path in files:
+                plain.fs_writefile(f"lib{attempt}/{path.name}", path.read_bytes())
+            mpremote_deploy.append(time.perf_counter() - start)
+        plain.close()
+    finally:
+        port.close()
+
+    deploy_s = statistics.median(deploy_times)
+    mp_deploy_s = statistics.median(mpremote_deploy)
+    result = {
+        "exec_rtt_p50_ms": round(percentile(harness_rtt, 0.5), 4),
+        "exec_rtt_p99_ms": round(percentile(harness_rtt, 0.99), 4),
+        "mpremote_exec_rtt_p50_ms": round(percentile(mpremote_rtt, 0.5), 4),
+        "board_ready_ms": round(statistics.median(ready), 1),
+        "deploy_100kb_s": round(deploy_s, 4),
+        "mpremote_deploy_100kb_s": round(mp_deploy_s, 4),
+        "deploy_bytes": total_bytes,
+        "exec_rtt_ratio_to_mpremote": round(percentile(harness_rtt, 0.5) / percentile(mpremote_rtt, 0.5), 3),
+        "deploy_speedup_vs_mpremote": round(mp_deploy_s / deploy_s, 2),
+        "iterations": n,
+    }
+    result["targets_met"] = {
+        "exec_within_1.5x_of_mpremote": result["exec_rtt_ratio_to_mpremote"] <= 1.5,
+        "exec_p50_under_0.5ms": result["exec_rtt_p50_ms"] < 0.5,
+        "board_ready_under_150ms": result["board_ready_ms"] < 150,
+        "deploy_no_slower_than_mpremote": deploy_s <= mp_deploy_s,
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1000, help="exec round trips per side")
+    args = parser.parse_args()
+    result = bench(args.n)
+    for key, value in result.items():
+        if key != "targets_met":
+            print(f"{key:32} {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

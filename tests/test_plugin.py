@@ -1,0 +1,185 @@
+"""The pytest plugin, run the way users run it: pytest in a subprocess on a test file."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.unix_port import wait_gone
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def micropython_pids() -> set[int]:
+    """Pids of running micropython processes (the unix port) on this machine."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if entry.isdigit() else []
+        except OSError:
+            continue
+        if any(arg.endswith(b"/micropython") or arg == b"micropython" for arg in argv[:2]):
+            pids.add(int(entry))
+    return pids
+
+
+def run_pytest(pytester, *args, timeout=120):
+    """pytest in a child process with the plugin loaded the way the user's install loads it."""
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+
+
+def test_board_fixture_console_report_and_artifacts(pytester):
+    pytester.makepyfile(test_fw="""
+        def test_prints(board):
+            board.put_bytes(b"print('sensor says 21.5')", "main.py")
+            board.run().wait(5)
+            assert board.console.expect(r"sensor says ([\\d.]+)").group(1) == "21.5"
+
+        def test_fails(board):
+            board.put_bytes(b"print('about to fail')", "main.py")
+            board.run().wait(5)
+            assert False, "deliberate"
+    """)
+    result = run_pytest(pytester, "--hil-artifacts", "arts")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*board console (call)*", "*about to fail*"])
+    logs = sorted(p.relative_to(pytester.path).as_posix() for p in (pytester.path / "arts").rglob("console.log"))
+    assert logs == ["arts/test_fw.py_test_fails/console.log", "arts/test_fw.py_test_prints/console.log"]
+    assert "sensor says 21.5" in (pytester.path / "arts/test_fw.py_test_prints/console.log").read_text()
+
+
+def test_markers_skip_with_a_reason(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.requires_hardware
+        def test_hw(board): pass
+
+        @pytest.mark.board(kind="serial")
+        def test_serial_only(): pass
+
+        @pytest.mark.board(kind="unix")
+        def test_unix_only(): pass
+    """)
+    result = run_pytest(pytester, "-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["*needs a real board: run with --board serial:PORT*",
+                                 "*needs a serial board; this run uses --board unix*"])
+
+
+def test_missing_binary_errors_each_test_with_one_line(pytester):
+    pytester.makepyfile("def test_a(board): pass\ndef test_b(board): pass\n")
+    result = run_pytest(pytester, "--micropython", "/no/such/micropython")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*MicroPythonNotFound: --micropython /no/such/micropython: no such file*"])
+
+
+def test_firmware_folder_without_main_py_is_named(pytester):
+    (pytester.path / "fw").mkdir()
+    pytester.makepyfile("def test_a(firmware_dir): pass\n")
+    result = run_pytest(pytester, "--firmware", "fw")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*FirmwareError: firmware folder */fw has no main.py*"])
+
+
+def test_hung_and_crashed_boards_fail_cleanly_and_the_next_test_gets_a_working_board(pytester):
+    pytester.makepyfile("""
+        import os, signal
+
+        def test_hangs(board):
+            board.exec("while True:\\n    pass", timeout=1)
+
+        def test_crashes(board):
+            board.put_bytes(b"import time\\nwhile True: time.sleep_ms(10)", "main.py")
+            board.run()
+            os.kill(board.port.pid, signal.SIGKILL)
+            board.console.expect("never", timeout=5)
+
+        def test_next_one_works(board):
+            assert board.eval("1 + 1") == 2
+    """)
+    before = micropython_pids()
+    result = run_pytest(pytester, "--board-timeout", "3")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*BoardTimeout*no answer within 1 s*", "*BoardCrashed*exited with code -9*"])
+    assert micropython_pids() - before == set()
+
+
+def test_module_scope_reuses_one_board_and_resets_it(pytester):
+    pytester.makepyfile("""
+        names = []
+
+        def test_one(board):
+            names.append(board.name)
+            board.exec("leftover = 1")
+
+        def test_two(board):
+            names.append(board.name)
+            assert board.eval("'leftover' in globals()") is False
+            assert names[0] == names[1]
+    """)
+    run_pytest(pytester, "--board-scope", "module").assert_outcomes(passed=2)
+
+
+def test_serial_board_option_through_a_pty(pytester, pty_board_process):
+    pytester.makepyfile("""
+        def test_serial(board):
+            assert board.kind == "serial"
+            assert board.eval("__import__('sys').implementation.name") == "micropython"
+    """)
+    run_pytest(pytester, "--board", f"serial:{pty_board_process.device}").assert_outcomes(passed=1)
+
+
+def test_ctrl_c_leaves_no_micropython_process(pytester, tmp_path):
+    pidfile = tmp_path / "pid"
+    pytester.makepyfile(f"""
+        import time
+
+        def test_long(board):
+            open({str(pidfile)!r}, "w").write(str(board.port.pid))
+            board.put_bytes(b"import time\\nwhile True: time.sleep_ms(10)", "main.py")
+            board.run()
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_gone(pid, timeout=5), f"micropython pid {pid} outlived Ctrl-C"
+
+
+def test_killed_pytest_leaves_no_micropython_process(pytester, tmp_path):
+    pidfile = tmp_path / "pid"
+    pytester.makepyfile(f"""
+        import time
+
+        def test_long(board):
+            open({str(pidfile)!r}, "w").write(str(board.port.pid))
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                            cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        proc.kill()  # SIGKILL: no teardown, no atexit; the kernel's parent-death signal cleans up
+        proc.wait()
+    finally:
+        proc.kill()
+    assert wait_gone(pid, timeout=5), f"micropython pid {pid} outlived a killed pytest"
