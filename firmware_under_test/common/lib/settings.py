@@ -1,0 +1,31 @@
+# Device settings: /hil_config.json (written by the test harness, or by the factory provisioning
+# step on a real device) with the firmware's own defaults underneath.
+import json
+
+CONFIG_FILE = "hil_config.json"
+
+
+def load(defaults):
+    """A dict: `defaults` overlaid with the config file's mqtt/wifi/http/topic_prefix/extra."""
+    cfg = {
+        "mqtt": {"host": "127.0.0.1", "port": 1883, "user": None, "password": None,
+                 "client_id": defaults.get("client_id", "esp32"), "keepalive": 30},
+        "wifi": None,
+        "http": None,
+        "topic_prefix": "",
+        "extra": {},
+    }
+    try:
+        with open(CONFIG_FILE) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        found = {}
+    for key in ("mqtt", "wifi", "http", "topic_prefix"):
+        if found.get(key) is not None:
+            cfg[key] = found[key]
+    extra = dict(defaults)
+    extra.update(found.get("extra") or {})
+    cfg["extra"] = extra
+    if not cfg["topic_prefix"]:
+        cfg["topic_prefix"] = defaults.get("topic_prefix", "dev/" + cfg["mqtt"]["client_id"])
+    return cfg

@@ -1,0 +1,4 @@
+# Industrial monitor: fast ADC sampling, threshold alarms over MQTT, statistics over HTTP.
+import app
+
+app.main()
