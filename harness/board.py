@@ -9,11 +9,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import itertools
-import os
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable

@@ -66,3 +66,7 @@ class BoardException(BoardError):
 
 class BoardMemoryError(BoardException):
     """The board ran out of heap (MicroPython MemoryError)."""
+
+
+class BrokerError(HarnessError):
+    """The MQTT broker could not start, was asked for something it cannot do, or refused a client."""
