@@ -4,7 +4,6 @@ import pytest
 
 from harness import unix_port
 
-pytest_plugins = ["pytester"]
 
 
 @pytest.fixture

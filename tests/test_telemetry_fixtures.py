@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-pytest_plugins = ["pytester"]
 
 CONFTEST = """
 from harness.fixtures_mqtt import add_options, broker, telemetry, cloud, micropython_mqtt, _hil_session_broker
