@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,22 @@ class Firmware:
 
     def __repr__(self) -> str:
         return f"<Firmware {self.name}>"
+
+
+@dataclass
+class Device:
+    """A firmware running on a board under an MQTT client id: what scenarios talk to."""
+
+    board: Board
+    firmware: Firmware
+    run: FirmwareRun
+    client_id: str
+    prefix: str
+
+    def topic(self, name: str) -> str:
+        """One of the device's topics: device.topic("telemetry") -> "hil/weather-1/telemetry"."""
+        return f"{self.prefix}/{name}"
+
+    @property
+    def console(self):
+        return self.board.console

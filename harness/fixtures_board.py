@@ -68,7 +68,7 @@ def make_simulator(config: pytest.Config, spec: str):
         from .simulator import Simulator
     except ImportError:
         return None
-    profile = spec.partition(":")[2] or "esp32"
+    profile = spec.partition(":")[2] or config.getoption("sim_profile", default=None) or "esp32"
     time_mode = config.getoption("sim_time", default=None) or "real"
     return Simulator(profile=profile, time_mode=time_mode)
 

@@ -13,7 +13,7 @@ from . import fixtures_board
 from .fixtures_board import board, firmware_dir, hil_artifacts, _module_board  # noqa: F401  (fixtures)
 
 # Fixture modules of the other areas; each offers add_options(parser) and its fixtures.
-_AREAS = ["fixtures_sim", "fixtures_mqtt", "fixtures_netfault"]
+_AREAS = ["fixtures_sim", "fixtures_mqtt", "fixtures_netfault", "fixtures_firmware", "fixtures_bench", "fixtures_fuzz"]
 _area_modules = []
 for _name in _AREAS:
     try:
