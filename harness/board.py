@@ -12,6 +12,7 @@ import itertools
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -29,6 +30,16 @@ DEFAULT_TIMEOUT = 10.0
 # round trips, sets the pace; small enough for a 110 KB heap.
 UPLOAD_CHUNK = 4096
 _names = itertools.count(1)
+# What an ESP32's ROM prints after each kind of reset, by the simulator's exit code (see
+# harness.simulator EXIT_*): tests and the console see a reboot as on the chip.
+ESP32_RESET_LINES = {
+    80: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    81: "soft reboot",
+    82: "rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    83: "rst:0xf (RTCWDT_BROWN_OUT_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    84: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+}
+SIM_RESET_EXIT_CODES = frozenset(ESP32_RESET_LINES)
 
 # Runs a script the way the chip runs main.py at boot: __name__ == "__main__", and
 # tracebacks that name the file.
@@ -59,33 +70,43 @@ class FirmwareRun:
         self.error: BaseException | None = None
         self._done = threading.Event()
         self._stop = threading.Event()
+        self._exits_before = len(board.port.exit_codes) if board.port is not None else 0
         self._thread = threading.Thread(target=self._pump, name=f"{board.name}-console", daemon=True)
 
     def _pump(self) -> None:
-        """Copy console bytes until the raw REPL's end-of-run markers (or a stop)."""
+        """Copy console bytes until the run ends: the raw REPL's end-of-run markers, or, after a
+        simulated chip reset (the board then boots main.py itself, unframed), the process's end."""
         console, transport = self.board.console, self.board.transport
-        section, errors = 0, bytearray()
+        framed, section, errors = True, 0, bytearray()
         try:
             while not self._stop.is_set():
                 data = transport.read_available()
                 if not data:
-                    if self.board._crash_reason() is not None:
-                        raise self.board._crash_reason()
+                    if self.board.port is not None and self.board.port.dead:
+                        self.error = self._end_of_boot_run() if not framed else self.board._crash_reason()
+                        break
+                    continue
+                if not framed:
+                    self._feed(data)
                     continue
                 while data and section < 2:
                     head, eot, data = data.partition(b"\x04")
                     if section == 0:
-                        console.feed(head)
-                        if BOOT_BANNER.search(head.decode("utf-8", "replace")):
-                            self.reboots += 1
+                        self._feed(head)
                     else:
                         errors += head
                     if eot:
                         section += 1
                 if section == 2:
-                    break
-            if section == 2 and errors:
-                self.error = BoardException.from_traceback(self.board.name, errors.decode("utf-8", "replace"))
+                    if errors or not self.board._chip_reset_follows(self._exits_before):
+                        break
+                    framed, section = False, 0  # the board reboots and runs main.py on its own
+                    self.reboots += 1
+                    self._feed(data)
+            if framed and section == 2 and errors:
+                text = errors.decode("utf-8", "replace")
+                console.feed(text)  # the log shows the traceback where it happened
+                self.error = BoardException.from_traceback(self.board.name, text)
         except (serial.SerialException, OSError, BoardError) as e:
             self.error = e if isinstance(e, BoardError) else self.board._lost(e)
         finally:
@@ -93,6 +114,23 @@ class FirmwareRun:
             if not self._stop.is_set():
                 console.end(self.error)
             self._done.set()
+
+    def _feed(self, data: bytes) -> None:
+        self.board.console.feed(data)
+        if BOOT_BANNER.search(data.decode("utf-8", "replace")):
+            self.reboots += 1
+
+    def _end_of_boot_run(self) -> BoardError | None:
+        """main.py, started by a simulated reboot, ended with the process: its traceback, if any."""
+        self.board._restart_on_next_command = True
+        code = self.board.port.exit_codes[-1] if self.board.port.exit_codes else 0
+        if code == 0:
+            return None
+        text = self.board.console.text
+        start = text.rfind("Traceback (most recent call last):")
+        if start >= 0:
+            return BoardException.from_traceback(self.board.name, text[start:])
+        return self.board._crash_reason()
 
     @property
     def running(self) -> bool:
@@ -135,6 +173,7 @@ class Board:
         self.console = Console(name)
         self._run: FirmwareRun | None = None
         self._needs_resync = False
+        self._restart_on_next_command = False  # a boot run (after a simulated reset) ended the process
         self._cleanup = cleanup
         self._closed = False
 
@@ -216,7 +255,7 @@ class Board:
         self._needs_resync = False
 
     def _crash_reason(self) -> BoardCrashed | None:
-        if self.port is not None and not self.port.alive and self.port.exit_codes:
+        if self.port is not None and self.port.dead:
             return BoardCrashed(self.name, f"micropython process exited with code {self.port.exit_codes[-1]}; "
                                 f"console tail:\n{self.console.tail()}")
         return None
@@ -231,10 +270,13 @@ class Board:
 
     def _on_process_exit(self, code: int) -> None:
         """The unix-port process ended on its own (watcher thread)."""
-        if self.sim is not None and hasattr(self.sim, "on_board_exit") and self.sim.on_board_exit(code):
-            # A chip reset (machine.reset, deepsleep, brown-out): relaunch like a boot,
-            # running boot.py and main.py, console continuous.
-            self.port.start(extra_args=["-i", "-c", _boot_code()], env=_unix_env(self.root, self.sim))
+        if self.sim is not None and self.sim.on_board_exit(code):
+            # A chip reset (machine.reset, deepsleep, brown-out, watchdog): the ROM's reset line,
+            # then boot.py and main.py as the chip runs them; the console stays continuous.
+            rom_line = ESP32_RESET_LINES.get(code)
+            if rom_line:
+                self.port.write_console(rom_line.encode() + b"\r\n")
+            self.port.start(extra_args=["-c", _boot_code()], env=_unix_env(self.root, self.sim))
             return
         if code == 0 and self._run is None:
             # Ctrl-D in the raw REPL: a soft reboot for mpremote-style clients.
@@ -243,6 +285,18 @@ class Board:
             self.port.type_input(b"\r\x01")
             return
         self.port.hangup()  # readers see EIO at once instead of waiting for a timeout
+
+    def _chip_reset_follows(self, exits_before: int, within: float = 0.3) -> bool:
+        """After a run ended without error on a simulated board: is the process ending in a chip
+        reset (deep sleep, machine.reset, ...)? The simulator ends the process with a reset exit
+        code right after the raw REPL printed its end-of-run markers, so wait briefly for it."""
+        if self.port is None or self.sim is None:
+            return False
+        deadline = time.monotonic() + within
+        while len(self.port.exit_codes) <= exits_before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        codes = self.port.exit_codes
+        return len(codes) > exits_before and codes[exits_before] in SIM_RESET_EXIT_CODES
 
     def exec(self, code: str, timeout: float | None = None) -> str:
         """Run code on the board; its printed output, or the board's exception raised here."""
@@ -276,6 +330,11 @@ class Board:
             raise BoardError(self.name, f"{self._run.script} is running and owns the REPL; "
                              "call run.stop() (or board.stop()) first")
         self._run = None
+        if self._restart_on_next_command and self.port is not None:
+            # The process ended with main.py (run after a simulated reset): a fresh REPL, as a
+            # chip's would be there.
+            self._restart_on_next_command = False
+            self.port.start(env=_unix_env(self.root, self.sim))
         if self._needs_resync:
             self._enter_repl()
 

@@ -50,10 +50,11 @@ def board_kind(config: pytest.Config) -> str:
     return str(setting(config, "board")).partition(":")[0]
 
 
-def _make_board(config: pytest.Config) -> Board:
+def _make_board(config: pytest.Config, node: pytest.Item | None = None) -> Board:
     spec = str(setting(config, "board"))
     timeout = config.getoption("board_timeout") or 10.0
-    sim = make_simulator(config, spec) if spec.partition(":")[0] == "unix" else None
+    marker = node.get_closest_marker("sim") if node is not None else None
+    sim = make_simulator(config, spec, marker.kwargs if marker else {}) if spec.partition(":")[0] == "unix" else None
     try:
         return open_board(spec, micropython=setting(config, "micropython") or None, sim=sim, timeout=timeout)
     except BaseException:
@@ -62,15 +63,21 @@ def _make_board(config: pytest.Config) -> Board:
         raise
 
 
-def make_simulator(config: pytest.Config, spec: str):
-    """The ESP32 simulator a unix board runs under, or None where the simulator is absent."""
+def make_simulator(config: pytest.Config, spec: str, marked: dict | None = None):
+    """The ESP32 simulator a unix board runs under, or None where the simulator is absent.
+
+    A test's @pytest.mark.sim(time=..., profile=..., **options) wins over --sim-time/--sim-profile:
+    a scenario about hour-long intervals needs fast time whatever the run's default.
+    """
     try:
         from .simulator import Simulator
     except ImportError:
         return None
-    profile = spec.partition(":")[2] or config.getoption("sim_profile", default=None) or "esp32"
-    time_mode = config.getoption("sim_time", default=None) or "real"
-    return Simulator(profile=profile, time_mode=time_mode)
+    options = dict(marked or {})
+    profile = (options.pop("profile", None) or spec.partition(":")[2]
+               or config.getoption("sim_profile", default=None) or "esp32")
+    time_mode = options.pop("time", None) or config.getoption("sim_time", default=None) or "real"
+    return Simulator(profile=profile, time_mode=time_mode, **options)
 
 
 def _close_board(board: Board) -> None:
@@ -110,7 +117,7 @@ def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Pa
         the_board.reset()
         the_board.console.skip_to_end()
     else:
-        the_board = _make_board(request.config)
+        the_board = _make_board(request.config, request.node)
         if reuse:
             _module_board["board"] = the_board
     start = len(the_board.console.text)

@@ -32,6 +32,7 @@ MARKERS = [
     "requires_hardware: needs a real board (--board serial:PORT)",
     "requires_sim: needs the simulator (--board unix)",
     "firmware(path): the firmware folder this test deploys, unless --firmware overrides it",
+    "sim(time=, profile=, **options): how the simulated board runs this test (time: real|fast|stepped)",
 ]
 
 
@@ -56,6 +57,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
-    console = fixtures_board.console_of(item)
-    if console:
-        report.sections.append((f"board console ({call.when})", console[-20000:]))
+    if report.failed:  # once, in the phase that failed: the board's side of the story
+        console = fixtures_board.console_of(item)
+        if console:
+            report.sections.append(("board console", console[-20000:]))

@@ -78,6 +78,7 @@ class UnixPort:
         self.on_exit: Callable[[int], None] | None = None
         self.exit_codes: list[int] = []
         self._proc: subprocess.Popen | None = None
+        self._handled: subprocess.Popen | None = None  # last process whose exit on_exit has seen
         self._lock = threading.RLock()
         self._closing = False
         self._proc = None
@@ -133,9 +134,17 @@ class UnixPort:
             if self._closing or proc is not self._proc:
                 return  # killed on purpose
             self.exit_codes.append(code)
-        if self.on_exit is not None:
-            self.on_exit(code)
+        try:
+            if self.on_exit is not None:
+                self.on_exit(code)
+        finally:
+            self._handled = proc
 
+    @property
+    def dead(self) -> bool:
+        """The process ended and nothing relaunched it (its exit has been fully handled)."""
+        proc = self._proc
+        return proc is not None and proc.poll() is not None and self._handled is proc
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None

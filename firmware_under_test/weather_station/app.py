@@ -123,5 +123,6 @@ def main():
         if cfg["extra"]["deep_sleep"] and not station.queue and station.link.up:
             machine.RTC().memory(str(station.seq).encode())
             station.link.publish(station.topic_status, b"sleeping", retain=True, qos=1)
+            station.link.disconnect()
             machine.deepsleep(station.interval_s * 1000)
         time.sleep_ms(station.sleep_ms())

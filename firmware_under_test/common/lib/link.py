@@ -105,6 +105,15 @@ class Link:
         except OSError as e:
             self.drop("poll failed: %s" % e)
 
+    def disconnect(self):
+        """Leave cleanly (DISCONNECT: the broker does not publish the last will)."""
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            except OSError:
+                pass
+        self._close()
+
     def drop(self, why):
         print("link: down:", why)
         self._close()
