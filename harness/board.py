@@ -276,10 +276,13 @@ class Board:
             rom_line = ESP32_RESET_LINES.get(code)
             if rom_line:
                 self.port.write_console(rom_line.encode() + b"\r\n")
-            self.port.start(extra_args=["-c", _boot_code()], env=_unix_env(self.root, self.sim))
+            boot = self.sim.startup_code() + _boot_code()
+            self.port.start(extra_args=["-c", boot], env=_unix_env(self.root, self.sim))
             return
         if code == 0 and self._run is None:
             # Ctrl-D in the raw REPL: a soft reboot for mpremote-style clients.
+            if self.sim is not None:
+                self.sim.next_boot(cause="soft")
             self.port.write_console(b"soft reboot\r\n")
             self.port.start()
             self.port.type_input(b"\r\x01")
@@ -335,6 +338,7 @@ class Board:
             # chip's would be there.
             self._restart_on_next_command = False
             self.port.start(env=_unix_env(self.root, self.sim))
+            self._enter_repl()
         if self._needs_resync:
             self._enter_repl()
 
@@ -415,7 +419,10 @@ class Board:
         self._ready_for_command()
         run = FirmwareRun(self, script)
         self.console.restart()
-        self.transport.start(_RUN_SCRIPT.format(path=_board_path(script)))
+        # On a simulated board the shims connect first, so even `import utime` reaches them and
+        # the inputs the test set so far arrive in one boot record, before the firmware's heap fills.
+        prologue = self.sim.startup_code() if self.sim is not None else ""
+        self.transport.start(prologue + _RUN_SCRIPT.format(path=_board_path(script)))
         self._run = run
         run._thread.start()
         return run

@@ -47,6 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     fixtures_board.ensure_env_board(config)
+    for module in _area_modules:
+        if hasattr(module, "configure"):  # an area's markers and session hooks
+            module.configure(config)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

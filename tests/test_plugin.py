@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,20 @@ from harness.unix_port import wait_gone
 REPO = Path(__file__).resolve().parents[1]
 
 
-def micropython_pids() -> set[int]:
-    """Pids of running micropython processes (the unix port) on this machine."""
+def micropython_pids(tag: str) -> set[int]:
+    """Pids of running micropython processes started under the environment tag HIL_TEST_TAG=tag
+    (children inherit it: other runs' boards on this machine do not count)."""
     pids = set()
     for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if entry.isdigit() else []
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(arg.endswith(b"/micropython") or arg == b"micropython" for arg in argv[:2]):
+        if f"HIL_TEST_TAG={tag}".encode() in environ and any(
+                arg.endswith(b"/micropython") or arg == b"micropython" for arg in argv[:2]):
             pids.add(int(entry))
     return pids
 
@@ -103,11 +109,15 @@ def test_hung_and_crashed_boards_fail_cleanly_and_the_next_test_gets_a_working_b
         def test_next_one_works(board):
             assert board.eval("1 + 1") == 2
     """)
-    before = micropython_pids()
-    result = run_pytest(pytester, "--board-timeout", "3")
+    tag = uuid.uuid4().hex
+    os.environ["HIL_TEST_TAG"] = tag  # inherited by the child pytest and its boards
+    try:
+        result = run_pytest(pytester, "--board-timeout", "3")
+    finally:
+        del os.environ["HIL_TEST_TAG"]
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*BoardTimeout*no answer within 1 s*", "*BoardCrashed*exited with code -9*"])
-    assert micropython_pids() - before == set()
+    assert micropython_pids(tag) == set()
 
 
 def test_module_scope_reuses_one_board_and_resets_it(pytester):

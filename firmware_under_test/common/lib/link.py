@@ -50,6 +50,7 @@ class Link:
             return self.client is not None
         if time.ticks_diff(time.ticks_ms(), self.next_try) < 0:
             return False
+        client = None
         try:
             self._wifi()
             m = self.cfg["mqtt"]
@@ -67,6 +68,8 @@ class Link:
         except OSError as e:
             self.failures += 1
             print("link: connect failed:", e, "retry in", self.backoff_ms, "ms")
+            if client is not None and client.sock is not None:
+                client.sock.close()  # a failed connect must not leak its socket
             self._close()
             self.next_try = time.ticks_add(time.ticks_ms(), self.backoff_ms)
             self.backoff_ms = min(self.backoff_ms * 2, self.backoff_max_ms)
