@@ -58,6 +58,9 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, firmware: Firmw
         cfg = build_config(_Endpoint(target.host, target.port, getattr(broker, "credentials", None)), cid,
                            wifi=wifi, cloud_url=cloud.url if cloud is not None else None,
                            keepalive=keepalive, topic_prefix=prefix, extra=extra)
+        if board.sim is not None and "telemetry" in request.fixturenames:
+            # Messages from this device carry the board's clock (rates asserted in board time).
+            request.getfixturevalue("telemetry").attach_board_clock(board.sim.publishes, cid)
         return Device(board, firmware, firmware.start(board, cfg), cid, prefix)
 
     return start

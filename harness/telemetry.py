@@ -105,12 +105,41 @@ class Telemetry:
         self._cond = threading.Condition()
         self._client: MqttClient | None = None
         self.started = time.time()
+        self._board_clocks: list[tuple[str | None, list]] = []  # (client id, simulator publishes)
         broker.add_listener(self._record)
 
     def _record(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, client_id: str | None) -> None:
         with self._cond:
             self._messages.append(Message(len(self._messages), time.time(), topic, payload, qos, retain, dup, client_id))
             self._cond.notify_all()
+
+    def attach_board_clock(self, publishes: list, client_id: str | None = None) -> None:
+        """Take board times from a simulator's record of each PUBLISH the board wrote
+        (`sim.publishes`: topic and board_time_us, in order): the k-th message recorded on a
+        topic from `client_id` gets the board time of the k-th publish on that topic."""
+        self._board_clocks.append((client_id, publishes))
+
+    def stamp_board_times(self) -> None:
+        """Fill `board_time_us` of recorded messages from the attached board clocks (idempotent).
+
+        A QoS 1 retransmission the broker dropped as a duplicate would shift the pairing of
+        later messages on that topic; outages that cause retransmissions are rare within a test.
+        """
+        with self._cond:
+            for client_id, publishes in self._board_clocks:
+                sent: dict[str, list[int]] = {}
+                for p in list(publishes):
+                    sent.setdefault(p.topic, []).append(p.board_time_us)
+                seen: dict[str, int] = {}
+                for m in self._messages:
+                    if client_id is not None and m.client_id not in (client_id, None):
+                        continue
+                    if m.topic not in sent:
+                        continue
+                    k = seen.get(m.topic, 0)
+                    seen[m.topic] = k + 1
+                    if k < len(sent[m.topic]) and m.board_time_us is None:
+                        m.board_time_us = sent[m.topic][k]
 
     def close(self) -> None:
         """Stop recording and close the command client."""
@@ -239,6 +268,9 @@ class Telemetry:
         if len(batch) < min_count:
             raise self.fail(f"assert_rate: need at least {min_count} messages on {topic_filter!r}, got {len(batch)}")
 
+        if clock == "board" and time_field is None:
+            self.stamp_board_times()
+
         def stamp(m: Message) -> float:
             if clock == "arrival":
                 return m.arrival
@@ -355,6 +387,7 @@ class Telemetry:
         """Write every recorded message as one JSON object a line."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.stamp_board_times()
         with path.open("w") as out:
             for message in self.messages:
                 out.write(json.dumps(message.to_dict()) + "\n")
