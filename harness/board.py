@@ -174,6 +174,7 @@ class Board:
         self._run: FirmwareRun | None = None
         self._needs_resync = False
         self._restart_on_next_command = False  # a boot run (after a simulated reset) ended the process
+        self._rebooted: str | None = None  # a simulated reset happened outside a firmware run
         self._cleanup = cleanup
         self._closed = False
 
@@ -272,10 +273,16 @@ class Board:
         """The unix-port process ended on its own (watcher thread)."""
         if self.sim is not None and self.sim.on_board_exit(code):
             # A chip reset (machine.reset, deepsleep, brown-out, watchdog): the ROM's reset line,
-            # then boot.py and main.py as the chip runs them; the console stays continuous.
+            # then, with firmware running, boot.py and main.py as the chip runs them (console
+            # continuous); from the REPL, the REPL again and the next command says so.
             rom_line = ESP32_RESET_LINES.get(code)
             if rom_line:
                 self.port.write_console(rom_line.encode() + b"\r\n")
+            if self._run is None:
+                self._rebooted = rom_line or "reset"
+                self._needs_resync = True
+                self.port.start(env=_unix_env(self.root, self.sim))
+                return
             boot = self.sim.startup_code() + _boot_code()
             self.port.start(extra_args=["-c", boot], env=_unix_env(self.root, self.sim))
             return
@@ -304,6 +311,7 @@ class Board:
     def exec(self, code: str, timeout: float | None = None) -> str:
         """Run code on the board; its printed output, or the board's exception raised here."""
         self._ready_for_command()
+        resets_before = len(self.sim.resets) if self.sim is not None else 0
         try:
             out = self.transport.run(code, timeout=timeout or self.timeout)
         except (BoardTimeout, BoardConnectionError) as e:
@@ -312,10 +320,28 @@ class Board:
             crash = self._crash_reason()
             if crash is not None:
                 raise crash from None
-            if self.kind == "serial" and BOOT_BANNER.search(self.transport.serial.read(self.transport.serial.in_waiting or 0).decode("utf-8", "replace") or ""):
-                raise BoardRebooted(self.name, "the board rebooted while running a command") from None
+            self._raise_if_rebooted("while running a command")
             raise e from None
+        except BoardRebooted:
+            self._needs_resync = True
+            raise
+        if self.sim is not None and len(self.sim.resets) > resets_before:
+            # The command reset the simulated chip (machine.reset(), deepsleep(), ...): the
+            # process ends right after its output; wait for the relaunch and say so.
+            deadline = time.monotonic() + self.timeout
+            while self._rebooted is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            self._raise_if_rebooted("during the command")
         return out.decode("utf-8", "replace").replace("\r\n", "\n")  # chips send CRLF
+
+    def _raise_if_rebooted(self, when: str) -> None:
+        """A simulated reset outside a firmware run: take the new REPL and raise BoardRebooted."""
+        if self._rebooted is None:
+            return
+        line, self._rebooted = self._rebooted, None
+        self._enter_repl()
+        raise BoardRebooted(self.name, f"the board reset {when} ({line}); its REPL is back, "
+                            "state in RAM is gone")
 
     def eval(self, expr: str, timeout: float | None = None) -> Any:
         """Evaluate an expression on the board; its value, rebuilt from repr() on the host."""
@@ -333,6 +359,7 @@ class Board:
             raise BoardError(self.name, f"{self._run.script} is running and owns the REPL; "
                              "call run.stop() (or board.stop()) first")
         self._run = None
+        self._raise_if_rebooted("after the last command")
         if self._restart_on_next_command and self.port is not None:
             # The process ended with main.py (run after a simulated reset): a fresh REPL, as a
             # chip's would be there.

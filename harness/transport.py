@@ -16,10 +16,11 @@ import time
 
 import serial
 import serial.tools.list_ports
-from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
-from .errors import BoardConnectionError, BoardException, BoardTimeout
+from .console import BOOT_BANNER
+from .errors import BoardConnectionError, BoardException, BoardRebooted, BoardTimeout
 
 # USB VID:PID of the bridges ESP32 boards use (None: any PID of that vendor).
 ESP32_USB_IDS: dict[int, set[int] | None] = {
@@ -127,13 +128,16 @@ class ReplTransport(SerialTransport):
 
     def run(self, code: str | bytes, timeout: float = 10) -> bytes:
         """Execute code in the raw REPL; its stdout, or BoardException / BoardTimeout."""
+        printed = bytearray()  # everything the board sent, kept to tell a reboot from a hang
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints raw bytes on failure
                 self.exec_raw_no_follow(code)
-                out, err = self.follow(timeout)
-        except TransportExecError as e:  # pragma: no cover - follow() does not raise it
-            raise BoardException.from_traceback(self.name, e.error_output) from None
+                _, err = self.follow(timeout, data_consumer=printed.extend)
         except TransportError as e:
+            text = printed.decode("utf-8", "replace")
+            if BOOT_BANNER.search(text):
+                raise BoardRebooted(self.name, "the board rebooted while running a command; "
+                                    f"it printed:\n{text[-1500:]}") from None
             raise BoardTimeout(self.name, f"no answer within {timeout:g} s ({e})") from None
         except serial.SerialException as e:
             raise BoardConnectionError(self.name, f"lost {self.device_name}: {e}") from None
@@ -141,7 +145,7 @@ class ReplTransport(SerialTransport):
             raise BoardConnectionError(self.name, f"lost {self.device_name}: {e}") from None
         if err:
             raise BoardException.from_traceback(self.name, err.decode("utf-8", "replace"))
-        return out
+        return bytes(printed[:-1])  # without the end-of-output marker
 
     def start(self, code: str | bytes) -> None:
         """Send code to the raw REPL without waiting for it to finish (a background run)."""

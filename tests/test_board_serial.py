@@ -102,3 +102,14 @@ def test_a_board_that_goes_silent_on_serial_times_out_and_recovers(pty_board_pro
             b.exec("import time\ntime.sleep(0.01)\nwhile True:\n    pass", timeout=0.5)
         os.kill(pty_board_process.pid, 2)  # the bench operator presses reset / sends SIGINT
         assert b.eval("'ok'") == "ok"
+
+
+def test_a_reboot_during_a_command_is_told_apart_from_a_hang(pty_board_process):
+    from harness.errors import BoardRebooted
+    with Board.serial(pty_board_process.device, timeout=1) as b:
+        # As an ESP32's ROM prints after a watchdog reset, then stays silent at the REPL.
+        code = "import sys\nsys.stdout.write('rst:0x7 (TG0WDT_SYS_RESET),boot:0x13\\r\\n')\nwhile True: pass"
+        with pytest.raises(BoardRebooted, match="TG0WDT_SYS_RESET"):
+            b.exec(code)
+        os.kill(pty_board_process.pid, 2)
+        assert b.eval("'up'") == "up"

@@ -185,3 +185,14 @@ def test_closed_board_refuses_commands(b):
     b.close()
     with pytest.raises(BoardError, match="closed"):
         b.exec("1")
+
+
+def test_a_simulated_reset_from_the_repl_is_reported_once_and_the_board_is_back():
+    from harness.errors import BoardRebooted
+    from harness.simulator import Simulator
+    with Simulator() as sim, Board.unix(sim=sim, timeout=5) as board:
+        board.exec("import machine\nx = 1")
+        with pytest.raises(BoardRebooted, match=r"reset during the command \(rst:0xc \(SW_CPU_RESET\)"):
+            board.exec("machine.reset()")
+        assert board.eval("__import__('machine').reset_cause() == __import__('machine').HARD_RESET") is True
+        assert board.eval("'x' in globals()") is False
