@@ -209,12 +209,7 @@ class Board:
         board = cls(transport, name, "unix", port=port, sim=sim, timeout=timeout, cleanup=cleanup)
         board.root = root_path
         port.on_exit = board._on_process_exit
-        try:
-            board._enter_repl()
-        except BaseException:
-            board.close()
-            raise
-        return board
+        return board._ready_or_closed()
 
     @classmethod
     def serial(cls, device: str, name: str | None = None, baudrate: int = 115200,
@@ -224,13 +219,16 @@ class Board:
             device = find_esp32_port()
         name = name or f"serial:{device}"
         transport = ReplTransport(device, name=name, baudrate=baudrate, reset_on_open=reset)
-        board = cls(transport, name, "serial", timeout=timeout)
+        return cls(transport, name, "serial", timeout=timeout)._ready_or_closed()
+
+    def _ready_or_closed(self) -> "Board":
+        """In the raw REPL and ready, or closed (nothing left open) and the error raised."""
         try:
-            board._enter_repl()
+            self._enter_repl()
         except BaseException:
-            board.close()
+            self.close()
             raise
-        return board
+        return self
 
     # -- REPL ----------------------------------------------------------------------------
     def _interrupt(self) -> None:
