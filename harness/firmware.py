@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import packages
-from .board import Board, DeployReport, FirmwareRun
+from .board import Board, DeployReport
+from .firmware_run import FirmwareRun
 from .errors import FirmwareError
 
 HOST_ONLY = {"manifest.json", "schemas", "README.md"}
