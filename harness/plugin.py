@@ -48,7 +48,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     fixtures_board.ensure_env_board(config)
     for module in _area_modules:
-        if hasattr(module, "configure"):  # an area's markers and session hooks
+        for line in getattr(module, "MARKERS", []):
+            config.addinivalue_line("markers", line)
+        if hasattr(module, "configure"):  # an area's session hooks
             module.configure(config)
 
 

@@ -2,6 +2,7 @@
 # <prefix>/reply (ok, or an error saying what was wrong: a malformed command never crashes the
 # node). Relay state is published retained on <prefix>/state and survives reboots in NVS.
 # The push button toggles relay 0 from a pin interrupt (debounced in the main loop).
+import gc
 import json
 import time
 
@@ -25,6 +26,39 @@ MAX_COMMAND_BYTES = 512
 
 class CommandError(Exception):
     pass
+
+
+def _utf8_len(c):
+    o = ord(c)
+    return 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
+
+
+def _text(s):
+    """s as real text, or None. MicroPython's bytes.decode() lets overlong sequences through
+    (b"\xc0\xaf" for "/") and code points past U+10FFFF, and its json decodes a "\ud83d\ude00" escape pair to two lone
+    surrogates: echoed in a reply, either is bytes that are not UTF-8, unreadable to a JSON
+    consumer. Overlong text is refused; surrogate pairs are joined."""
+    if sum(_utf8_len(c) for c in s) != len(s.encode()) or any(ord(c) > 0x10FFFF for c in s):
+        return None
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in s):
+        return s
+    out, high = [], 0
+    for c in s:
+        o = ord(c)
+        if 0xD800 <= o <= 0xDBFF and not high:
+            high = o
+        elif 0xDC00 <= o <= 0xDFFF and high:
+            out.append(chr(0x10000 + ((high - 0xD800) << 10) + (o - 0xDC00)))
+            high = 0
+        elif high or 0xD800 <= o <= 0xDFFF:
+            return None
+        else:
+            out.append(c)
+    return None if high else "".join(out)
+
+
+def _shown(value):
+    return _text(repr(value)) or "(not valid text)"
 
 
 class Node:
@@ -98,7 +132,9 @@ class Node:
             reply["ok"] = False
             reply["error"] = str(e)
         self.handled += 1
-        self.replies.append(json.dumps(reply))
+        # Bytes, not str: umqtt sizes a packet by len(msg), which counts characters of a str,
+        # so a reply with non-ASCII text would corrupt the MQTT stream.
+        self.replies.append(json.dumps(reply).encode())
 
     def parse(self, msg):
         if len(msg) > MAX_COMMAND_BYTES:
@@ -110,16 +146,29 @@ class Node:
         if not isinstance(cmd, dict):
             raise CommandError("command must be a JSON object")
         cid = cmd.get("id")
-        if cid is not None and not isinstance(cid, (str, int)):
+        if isinstance(cid, str):
+            cid = cmd["id"] = _text(cid)
+            if cid is None:
+                raise CommandError("id must be a string or an integer (valid text)")
+        elif "id" in cmd and not isinstance(cid, int):
             raise CommandError("id must be a string or an integer")
         if cmd.get("op") not in OPS:
-            raise CommandError("unknown op %r (known: %s)" % (cmd.get("op"), ", ".join(OPS)))
+            raise CommandError("unknown op %s (known: %s)" % (_shown(cmd.get("op")), ", ".join(OPS)))
         return cmd
 
     def execute(self, cmd):
         op = cmd["op"]
+        # Fields are checked whenever present (as schemas/command.json says), not only by the
+        # ops that use them: a mistyped command is refused rather than half obeyed.
+        if "relay" in cmd:
+            relay = cmd["relay"]
+            if not isinstance(relay, int) or isinstance(relay, bool) or not 0 <= relay < len(self.relays):
+                raise CommandError("relay must be an integer 0..%d" % (len(self.relays) - 1))
+        if "state" in cmd and not isinstance(cmd["state"], bool):
+            raise CommandError("state must be true or false")
         if op == "ping":
-            return {"pong": True}
+            gc.collect()  # free heap after a collection: comparable across pings (leak checks)
+            return {"pong": True, "heap_free": gc.mem_free()}
         if op == "get":
             return {"relays": self.states()}
         relay = cmd.get("relay")

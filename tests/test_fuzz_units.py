@@ -1,0 +1,165 @@
+"""Unit tests of the fuzzing strategies and oracle (no board, no broker)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from harness.fuzz_oracle import (GARBAGE, INVALID, VALID, Contract, FuzzBadReply, FuzzCrash,
+                                 FuzzWrongReply, RelayModel, StrictValidator)
+from harness.fuzz_strategies import encode, mutated_messages, payloads, raw_payloads, valid_messages
+
+HOME = Path(__file__).resolve().parent.parent / "firmware_under_test" / "home_automation" / "schemas"
+COMMAND = json.loads((HOME / "command.json").read_text())
+REPLY = json.loads((HOME / "reply.json").read_text())
+QUICK = settings(max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def contract(**kw) -> Contract:
+    return Contract(COMMAND, REPLY, max_bytes=512, model=RelayModel(), **kw)
+
+
+@QUICK
+@given(valid_messages(COMMAND))
+def test_valid_messages_satisfy_the_schema_strictly(msg):
+    assert StrictValidator(COMMAND).is_valid(msg)
+
+
+@QUICK
+@given(payloads(COMMAND, max_size=600))
+def test_payloads_are_bytes_within_a_sane_size(p):
+    assert isinstance(p, bytes) and len(p) <= 8 * 600
+
+
+RAW_KINDS = {
+    "empty": lambda p: p == b"",
+    "invalid UTF-8": lambda p: not _utf8(p),
+    "oversized": lambda p: len(p) > 512,
+    "not an object": lambda p: _utf8(p) and _json(p) is not None and not isinstance(_json(p), dict),
+    "invalid JSON": lambda p: _utf8(p) and bool(p.strip()) and _json(p) is None,
+}
+MUTATION_KINDS = {
+    "field missing": lambda m: isinstance(m, dict) and m.get("op") == "set" and "state" not in m,
+    "out of range": lambda m: isinstance(m, dict) and isinstance(m.get("relay"), int) and m["relay"] > 1,
+    "wrong type": lambda m: isinstance(m, dict) and isinstance(m.get("state"), str),
+    "extra field": lambda m: isinstance(m, dict) and bool(set(m) - {"id", "op", "relay", "state"}),
+    "deep nesting": lambda m: "[[[[[[[[" in json.dumps(m) or '{"a": {"a": {"a": {"a":' in json.dumps(m),
+    "long string": lambda m: len(json.dumps(m)) > 300,
+    "lone surrogate": lambda m: "\\ud800" in json.dumps(m) or "\\udfff" in json.dumps(m),
+}
+
+
+def kinds_seen(strategy, kinds: dict, examples: int = 1000) -> set[str]:
+    seen: set[str] = set()
+
+    @settings(max_examples=examples, database=None, deadline=None, derandomize=True,  # the same draws each run
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(x):
+        seen.update(name for name, test in kinds.items() if test(x))
+
+    collect()
+    return seen
+
+
+def test_raw_payloads_cover_each_kind():
+    assert kinds_seen(raw_payloads(COMMAND, max_size=600), RAW_KINDS) == set(RAW_KINDS)
+
+
+def test_mutations_cover_each_kind():
+    assert kinds_seen(mutated_messages(COMMAND, max_size=600), MUTATION_KINDS) == set(MUTATION_KINDS)
+
+
+def _utf8(p: bytes) -> bool:
+    try:
+        p.decode("utf-8")
+        return True
+    except UnicodeError:
+        return False
+
+
+def _json(p: bytes):
+    try:
+        return json.loads(p)
+    except ValueError:
+        return None
+
+
+def test_encode_keeps_lone_surrogates_as_escapes_or_cesu_bytes():
+    assert encode({"id": "\ud800"}) == b'{"id":"\\ud800"}'
+    assert encode({"id": "\ud800"}, ascii_only=False) == b'{"id":"\xed\xa0\x80"}'
+
+
+@pytest.mark.parametrize("payload, verdict", [
+    (b'{"op":"set","relay":1,"state":true}', VALID),
+    (b'{"op":"set","relay":1.0,"state":true}', INVALID),  # 1.0 is a float to the firmware
+    (b'{"op":"set","relay":2,"state":true}', INVALID),
+    (b'{"op":"ping","id":null}', INVALID),
+    (b'{"op":"ping","pad":"' + b"x" * 600 + b'"}', INVALID),  # over max_bytes
+    (b'[1]', INVALID),
+    (b'{"op":"ping",}', GARBAGE),
+    (b'\xff', GARBAGE),
+    (b'{"op":"ping","id":"\\ud800"}', GARBAGE),
+])
+def test_classify(payload, verdict):
+    assert contract().classify(payload)[0] == verdict
+
+
+def test_check_reply_catches_each_kind_of_wrong_reply():
+    c = contract()
+    ok_set = b'{"id": 1, "op": "set", "relay": 0, "state": true}'
+    assert c.check_reply(ok_set, b'{"id": 1, "ok": true, "relays": [true, false]}') is None
+    assert c.check_reply(b'{"op":"toggle","relay":0}', b'{"id": null, "ok": true, "relays": [true, false]}')[0] \
+        is FuzzWrongReply  # toggled back to off, the reply says on
+    assert c.check_reply(b'{"op":"get","relay":9}', b'{"id": null, "ok": true, "relays": [false, false]}')[0] \
+        is FuzzWrongReply  # invalid accepted
+    assert c.check_reply(b'{"op":"get"}', b'{"id": null, "ok": false, "error": "x"}')[0] is FuzzWrongReply
+    assert c.check_reply(b'{"op":"get"}', b'{"id": "\xed\xa0\x80", "ok": true}')[0] is FuzzBadReply
+    assert c.check_reply(b'{"op":"get"}', b'{"ok": true}')[0] is FuzzBadReply  # no id: reply schema
+    assert c.check_reply(b'\xff', b'{"id": null, "ok": false, "error": "not valid JSON"}') is None
+
+
+def test_lenient_json_the_firmware_accepted_moves_the_model_to_the_board_state():
+    c = contract()
+    assert c.check_reply(b'{"op":"toggle","relay":1,}', b'{"id": null, "ok": true, "relays": [false, true]}') is None
+    assert c.model.states == [False, True]
+
+
+def test_failure_reports_exact_payload_and_a_regression_test():
+    payload = b'{"op":"toggle","relay":2}\xff'
+    failure = FuzzCrash(payload, "IndexError", [payload], "firmware_under_test/home_automation", "Traceback ...")
+    text = str(failure)
+    assert repr(payload) in text and "firmware crashed" in text and "Traceback" in text
+    namespace: dict = {}
+    exec(compile(failure.regression_test(), "regression.py", "exec"), namespace)
+    test = next(v for k, v in namespace.items() if k.startswith("test_fuzz_regression_"))
+    sent = []
+
+    class Recorder:
+        def check(self, payloads):
+            sent.extend(payloads)
+
+    test(Recorder())
+    assert sent == [payload]
+    assert test.pytestmark[0].args == ("firmware_under_test/home_automation",)
+
+
+def test_relay_model_compares_pins_with_the_expected_state():
+    class Pin:
+        def __init__(self, level):
+            self.level = level
+
+    class Sim:
+        def __init__(self, levels):
+            self.levels = levels
+
+        def pin(self, n):
+            return Pin(self.levels[n])
+
+    model = RelayModel([26, 27])
+    model.apply({"op": "set", "relay": 1, "state": True}, {"relays": [False, True]})
+    assert model.check_outputs(Sim({26: 0, 27: 1})) is None
+    assert "expected [0, 1]" in model.check_outputs(Sim({26: 0, 27: 0}))
