@@ -28,33 +28,58 @@ class CommandError(Exception):
     pass
 
 
-def _utf8_len(c):
-    o = ord(c)
-    return 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
-
-
 def _text(s):
     """s as real text, or None. MicroPython's bytes.decode() lets overlong sequences through
-    (b"\xc0\xaf" for "/") and code points past U+10FFFF, and its json decodes a "\ud83d\ude00" escape pair to two lone
-    surrogates: echoed in a reply, either is bytes that are not UTF-8, unreadable to a JSON
-    consumer. Overlong text is refused; surrogate pairs are joined."""
-    if sum(_utf8_len(c) for c in s) != len(s.encode()) or any(ord(c) > 0x10FFFF for c in s):
-        return None
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in s):
-        return s
-    out, high = [], 0
-    for c in s:
-        o = ord(c)
-        if 0xD800 <= o <= 0xDBFF and not high:
-            high = o
-        elif 0xDC00 <= o <= 0xDFFF and high:
-            out.append(chr(0x10000 + ((high - 0xD800) << 10) + (o - 0xDC00)))
-            high = 0
-        elif high or 0xD800 <= o <= 0xDFFF:
-            return None
+    (b"\xc0\xaf" for "/") and code points past U+10FFFF, and its json decodes a "\ud83d\ude00"
+    escape pair to two lone surrogates: echoed in a reply, either is bytes that are not UTF-8,
+    unreadable to a JSON consumer. Overlong text is refused; surrogate pairs are joined.
+
+    Works on the encoded bytes: iterating a str's characters interns every distinct non-ASCII
+    character as a qstr, for good, a slow heap leak under arbitrary input (fuzzing found it)."""
+    b = s.encode()
+    n = len(b)
+    out = None  # a rebuilt copy, only once a surrogate pair needs joining
+    i = 0
+    while i < n:
+        c = b[i]
+        if c < 0x80:
+            k, lo = 1, 0
+        elif 0xC2 <= c <= 0xDF:
+            k, lo = 2, 0x80
+        elif 0xE0 <= c <= 0xEF:
+            k, lo = 3, 0x800
+        elif 0xF0 <= c <= 0xF4:
+            k, lo = 4, 0x10000
         else:
-            out.append(c)
-    return None if high else "".join(out)
+            return None
+        cp = _code_point(b, i, k)
+        if cp is None or cp < lo or cp > 0x10FFFF or 0xDC00 <= cp <= 0xDFFF:
+            return None
+        if 0xD800 <= cp <= 0xDBFF:  # a high surrogate: joined with the low one after it
+            low = _code_point(b, i + 3, 3) if i + 3 < n and b[i + 3] == 0xED else None
+            if low is None or not 0xDC00 <= low <= 0xDFFF:
+                return None
+            if out is None:
+                out = bytearray(b[:i])
+            out.extend(chr(0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)).encode())
+            i += 6
+            continue
+        if out is not None:
+            out.extend(b[i:i + k])
+        i += k
+    return s if out is None else out.decode()
+
+
+def _code_point(b, i, k):
+    """The code point of the k-byte UTF-8 sequence at b[i], or None if it is cut short or broken."""
+    if i + k > len(b):
+        return None
+    cp = b[i] & (0x7F >> k) if k > 1 else b[i]
+    for j in range(i + 1, i + k):
+        if b[j] & 0xC0 != 0x80:
+            return None
+        cp = (cp << 6) | (b[j] & 0x3F)
+    return cp
 
 
 def _shown(value):
@@ -131,6 +156,11 @@ class Node:
         except CommandError as e:
             reply["ok"] = False
             reply["error"] = str(e)
+        except MemoryError:
+            # A fragmented heap can refuse one message's buffers: answer, collect, live on.
+            gc.collect()
+            reply["ok"] = False
+            reply["error"] = "out of memory"
         self.handled += 1
         # Bytes, not str: umqtt sizes a packet by len(msg), which counts characters of a str,
         # so a reply with non-ASCII text would corrupt the MQTT stream.
