@@ -61,13 +61,18 @@ def _text(s):
                 return None
             if out is None:
                 out = bytearray(b[:i])
-            out.extend(chr(0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)).encode())
+            out.extend(_utf8_4(0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)))
             i += 6
             continue
         if out is not None:
             out.extend(b[i:i + k])
         i += k
     return s if out is None else out.decode()
+
+
+def _utf8_4(cp):
+    # By hand: chr() would intern the character, as iterating does.
+    return bytes((0xF0 | cp >> 18, 0x80 | (cp >> 12) & 0x3F, 0x80 | (cp >> 6) & 0x3F, 0x80 | cp & 0x3F))
 
 
 def _code_point(b, i, k):
