@@ -31,14 +31,14 @@ class Monitor:
         self.http = (cfg.get("http") or {}).get("base_url")
         self.adc = ADC(Pin(x["adc_pin"]))
         self.adc.atten(ADC.ATTN_11DB)
-        self.alpha = x["alpha"]
+        self.alpha_q = int(x["alpha"] * 256)  # EMA factor in 1/256ths: integer math, see step()
         self.high = x["high_mv"]
         self.low = x["high_mv"] - x["hysteresis_mv"]
         self.period_us = 1000000 // x["rate_hz"]
         self.batch_ms = x["batch_s"] * 1000
         self.max_batches = x["max_batches"]
         self.wdt_ms = x["wdt_ms"]
-        self.filtered = None
+        self.filtered = None  # the filtered signal in mV * 256 (fixed point)
         self.alarm = False
         self.alarm_seq = 0
         self.pending_alarms = []
@@ -48,27 +48,31 @@ class Monitor:
 
     def _reset_stats(self):
         self.n = 0
-        self.total = 0.0
+        self.total = 0  # sum of the filtered mV this batch
         self.vmin = None
         self.vmax = None
         self.batch_start = time.ticks_ms()
 
     def step(self):
-        """One sample: read, filter, detect; the work the 1 kHz budget is about."""
+        """One sample: read, filter, detect; the work the 1 kHz budget is about.
+
+        Integers only: a float is a heap object in MicroPython, and a hot loop that allocates
+        makes the chip stop for garbage collection (the hot_loop benchmark measures this)."""
         mv = self.adc.read_uv() // 1000
         f = self.filtered
-        f = mv if f is None else f + self.alpha * (mv - f)
+        f = mv << 8 if f is None else f + ((self.alpha_q * ((mv << 8) - f)) >> 8)
         self.filtered = f
+        v = f >> 8
         self.n += 1
-        self.total += f
-        if self.vmin is None or f < self.vmin:
-            self.vmin = f
-        if self.vmax is None or f > self.vmax:
-            self.vmax = f
-        if not self.alarm and f > self.high:
-            self._raise_alarm("high", f)
-        elif self.alarm and f < self.low:
-            self._raise_alarm("normal", f)
+        self.total += v
+        if self.vmin is None or v < self.vmin:
+            self.vmin = v
+        if self.vmax is None or v > self.vmax:
+            self.vmax = v
+        if not self.alarm and v > self.high:
+            self._raise_alarm("high", v)
+        elif self.alarm and v < self.low:
+            self._raise_alarm("normal", v)
 
     def _raise_alarm(self, state, value):
         self.alarm = state == "high"
