@@ -27,6 +27,7 @@ class FirmwareRun:
         self.script = script
         self.reboots = 0
         self.error: BaseException | None = None
+        self._stopping = False  # stop() asked for the KeyboardInterrupt that ends the run
         self._done = threading.Event()
         self._stop = threading.Event()
         self._exits_before = len(board.port.exit_codes) if board.port is not None else 0
@@ -69,6 +70,9 @@ class FirmwareRun:
         except (serial.SerialException, OSError, BoardError) as e:
             self.error = e if isinstance(e, BoardError) else self.board._lost(e)
         finally:
+            if self._stopping and isinstance(self.error, BoardException) and \
+                    self.error.exc_type == "KeyboardInterrupt":
+                self.error = None  # stopped on purpose: not the firmware's failure
             self.board._needs_resync = True
             if not self._stop.is_set():
                 console.end(self.error)
@@ -109,9 +113,15 @@ class FirmwareRun:
         if self._done.is_set():
             self.board._run = None
             return
-        self._stop.set()
-        self.board._interrupt()
-        self._done.wait(timeout)
+        self._stopping = True
+        # On the simulator the shims raise the interrupt at a safe point; Ctrl-C (a signal on
+        # the unix port) is the fallback for code that calls no shim, and the way on a chip.
+        sim = self.board.sim
+        if not (sim is not None and sim.interrupt() and self._done.wait(0.5)):
+            self.board._interrupt()
+            if not self._done.wait(timeout):
+                self._stop.set()  # abandon the console; the next command resynchronises
+                self._done.wait(1.0)
         self.board._run = None
         if not self._done.is_set():
             raise BoardTimeout(self.board.name, f"{self.script} ignored the interrupt for {timeout:g} s")

@@ -317,6 +317,15 @@ class Simulator:
             self._wait_for(lambda: n in self._acks or self._conn is None, timeout,
                            "the board did not take the clock jump")
 
+    def interrupt(self) -> bool:
+        """KeyboardInterrupt in the running firmware at its next shim call (sleep, pin, ...);
+        False if no board is connected to hear it."""
+        with self._lock:
+            if self._conn is None:
+                return False
+            self._send({"t": "interrupt"})
+            return self._conn is not None
+
     def sync(self, timeout: float | None = None) -> None:
         """Return once the board has applied every command sent so far (it must be running)."""
         with self._lock:

@@ -269,7 +269,14 @@ class Telemetry:
             raise self.fail(f"assert_rate: need at least {min_count} messages on {topic_filter!r}, got {len(batch)}")
 
         if clock == "board" and time_field is None:
+            # The simulator's record of a publish travels its control channel while the message
+            # travels the broker: give the record a moment to arrive.
+            deadline = time.monotonic() + 2.0
             self.stamp_board_times()
+            while any(m.board_time_us is None for m in self.select(topic_filter, since=since)) \
+                    and self._board_clocks and time.monotonic() < deadline:
+                time.sleep(0.01)
+                self.stamp_board_times()
 
         def stamp(m: Message) -> float:
             if clock == "arrival":

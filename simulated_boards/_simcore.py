@@ -245,6 +245,10 @@ def _set_part(addr, name, values, trim=None):
 
 def _dispatch(msg):
     t = msg["t"]
+    if t == "interrupt":
+        # Ctrl-C from the host, raised at a shim call: a safe point, never inside a garbage
+        # collection (a SIGINT there leaves the unix port's heap locked for good).
+        raise KeyboardInterrupt
     try:
         if t == "pin":
             old = pins.get(msg["id"])
