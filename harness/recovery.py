@@ -44,7 +44,7 @@ class Outage:
         """The fault is over: from here the device must find its way back."""
         self.end_mark = self.telemetry.mark()
         self.end_host = time.time()  # the clock telemetry stamps arrivals with
-        if self.sim is not None:
+        if self.sim is not None and self.sim.time_mode != "real":  # a virtual clock: measure on it
             self.end_board_us = self.sim.board_time_us
         return self
 
@@ -89,7 +89,13 @@ class Outage:
 
     def _board_seconds_to(self, message: Message) -> float:
         """Board seconds from the outage's end to the board publishing `message`."""
-        publishes = [p for p in self.sim.publishes if p.topic == message.topic and p.board_time_us >= self.end_board_us]
+        deadline = time.monotonic() + 2.0  # its record travels the control channel, not the broker
+        while True:
+            publishes = [p for p in list(self.sim.publishes)
+                         if p.topic == message.topic and p.board_time_us >= self.end_board_us]
+            if publishes or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         if not publishes:
             raise self.telemetry.fail(f"the simulator saw no publish on {message.topic!r} after the outage")
         return (publishes[0].board_time_us - self.end_board_us) / 1e6
