@@ -11,6 +11,7 @@ import pytest
 
 from .board import Board, open_board
 from .errors import FirmwareError
+from .simulator import Simulator
 
 CONSOLE_KEY = pytest.StashKey["Board"]()
 
@@ -63,16 +64,12 @@ def _make_board(config: pytest.Config, node: pytest.Item | None = None) -> Board
         raise
 
 
-def make_simulator(config: pytest.Config, spec: str, marked: dict | None = None):
-    """The ESP32 simulator a unix board runs under, or None where the simulator is absent.
+def make_simulator(config: pytest.Config, spec: str, marked: dict | None = None) -> Simulator:
+    """The ESP32 simulator a unix board runs under.
 
     A test's @pytest.mark.sim(time=..., profile=..., **options) wins over --sim-time/--sim-profile:
     a scenario about hour-long intervals needs fast time whatever the run's default.
     """
-    try:
-        from .simulator import Simulator
-    except ImportError:
-        return None
     options = dict(marked or {})
     profile = (options.pop("profile", None) or spec.partition(":")[2]
                or config.getoption("sim_profile", default=None) or "esp32")

@@ -5,24 +5,15 @@ The logic lives in the modules imported here; each area keeps its fixtures in fi
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
-from . import fixtures_board
+from . import (fixtures_bench, fixtures_board, fixtures_firmware, fixtures_fuzz, fixtures_mqtt,
+               fixtures_netfault, fixtures_sim)
 from .fixtures_board import board, firmware_dir, hil_artifacts, _module_board  # noqa: F401  (fixtures)
 
-# Fixture modules of the other areas; each offers add_options(parser) and its fixtures.
-_AREAS = ["fixtures_sim", "fixtures_mqtt", "fixtures_netfault", "fixtures_firmware", "fixtures_bench", "fixtures_fuzz"]
-_area_modules = []
-for _name in _AREAS:
-    try:
-        _module = importlib.import_module(f"{__package__}.{_name}")
-    except ImportError as _error:  # an area not built yet must not break the others
-        if _error.name != f"{__package__}.{_name}":
-            raise
-        continue
-    _area_modules.append(_module)
+# The other areas: each offers add_options(parser), its fixtures, maybe MARKERS and configure().
+_area_modules = [fixtures_sim, fixtures_mqtt, fixtures_netfault, fixtures_firmware, fixtures_bench, fixtures_fuzz]
+for _module in _area_modules:
     # Re-export the area's fixtures: pytest finds fixtures in a plugin module's namespace.
     globals().update({k: v for k, v in vars(_module).items()
                       if hasattr(v, "_fixture_function_marker") or hasattr(v, "_pytestfixturefunction")})
