@@ -463,6 +463,7 @@ class Simulator:
             elif t == "reset":
                 self.resets.append(m)
                 self._last_reset = m
+                self._send({"t": "reset_ack"})  # the board waits for this before it exits
             elif t == "err":
                 self.errors.append(m["msg"])
             if "c" in m:

@@ -245,6 +245,10 @@ def _set_part(addr, name, values, trim=None):
 
 def _dispatch(msg):
     t = msg["t"]
+    if t == "reset_ack":
+        global _reset_acked
+        _reset_acked = True
+        return
     if t == "interrupt":
         # Ctrl-C from the host, raised at a shim call: a safe point, never inside a garbage
         # collection (a SIGINT there leaves the unix port's heap locked for good).
@@ -305,6 +309,7 @@ _connect()
 # Codes mirror harness/simulator.py (EXIT_*): the board layer relaunches after any of them.
 EXIT_CODES = {"hard": 80, "soft": 81, "deepsleep": 82, "brownout": 83, "wdt": 84}
 pending_exit = None
+_reset_acked = False  # the host has recorded our reset report (see reset_now)
 rtc_memory = bytearray(bytes.fromhex(boot["rtc_mem"] or ""))
 
 
@@ -315,6 +320,13 @@ def reset_now(cause, clock_us, rtc_base, **extra):
            "rtc_mem": bytes(rtc_memory).hex()}
     msg.update(extra)
     send(msg)
+    # Wait (a second at most) for the host to have recorded the report, so it knows of the
+    # reset before the REPL's end-of-output does: the board layer tells a reset by it.
+    global _reset_acked
+    _reset_acked = False
+    deadline = _time.ticks_add(_time.ticks_ms(), 1000)
+    while not _reset_acked and _sock is not None and _time.ticks_diff(deadline, _time.ticks_ms()) > 0:
+        wait(_time.ticks_diff(deadline, _time.ticks_ms()))
     pending_exit = EXIT_CODES[cause]
     # A bare `except:` in the firmware may swallow SystemExit, but a chip reset cannot be
     # swallowed: every later shim call polls this object, which raises it again (zero cost
