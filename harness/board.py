@@ -23,6 +23,7 @@ from .console import Console
 from .errors import (BoardConnectionError, BoardCrashed, BoardError, BoardRebooted, BoardTimeout,
                      FirmwareError)
 from .firmware_run import FirmwareRun
+from .simulator import RESET_EXIT_CODES, ROM_RESET_LINES
 from .transport import ReplTransport, find_esp32_port
 
 DEFAULT_TIMEOUT = 10.0
@@ -30,16 +31,6 @@ DEFAULT_TIMEOUT = 10.0
 # round trips, sets the pace; small enough for a 110 KB heap.
 UPLOAD_CHUNK = 4096
 _names = itertools.count(1)
-# What an ESP32's ROM prints after each kind of reset, by the simulator's exit code (see
-# harness.simulator EXIT_*): tests and the console see a reboot as on the chip.
-ESP32_RESET_LINES = {
-    80: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    81: "soft reboot",
-    82: "rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    83: "rst:0xf (RTCWDT_BROWN_OUT_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    84: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-}
-SIM_RESET_EXIT_CODES = frozenset(ESP32_RESET_LINES)
 
 # Runs a script the way the chip runs main.py at boot: __name__ == "__main__", and
 # tracebacks that name the file.
@@ -181,7 +172,7 @@ class Board:
             # A chip reset (machine.reset, deepsleep, brown-out, watchdog): the ROM's reset line,
             # then, with firmware running, boot.py and main.py as the chip runs them (console
             # continuous); from the REPL, the REPL again and the next command says so.
-            rom_line = ESP32_RESET_LINES.get(code)
+            rom_line = ROM_RESET_LINES.get(code)
             if rom_line:
                 self.port.write_console(rom_line.encode() + b"\r\n")
             if self._run is None:
@@ -212,7 +203,7 @@ class Board:
         while len(self.port.exit_codes) <= exits_before and time.monotonic() < deadline:
             time.sleep(0.002)
         codes = self.port.exit_codes
-        return len(codes) > exits_before and codes[exits_before] in SIM_RESET_EXIT_CODES
+        return len(codes) > exits_before and codes[exits_before] in RESET_EXIT_CODES
 
     def exec(self, code: str, timeout: float | None = None) -> str:
         """Run code on the board; its printed output, or the board's exception raised here."""

@@ -39,11 +39,12 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def setting(config: pytest.Config, name: str) -> str:
-    """An option's value: command line first (`--name`), then the ini file (`hil_name`)."""
-    value = config.getoption(name if name != "artifacts" else "hil_artifacts")
+    """An option's value: command line first (option `name`), then the ini file (`hil_name`,
+    or `name` itself when it already starts with hil_)."""
+    value = config.getoption(name)
     if value not in (None, ""):
         return value
-    return config.getini(f"hil_{name}")
+    return config.getini(name if name.startswith("hil_") else f"hil_{name}")
 
 
 def board_kind(config: pytest.Config) -> str:
@@ -97,7 +98,7 @@ def _module_board(request: pytest.FixtureRequest) -> Iterator[dict]:
 @pytest.fixture
 def hil_artifacts(request: pytest.FixtureRequest) -> Path:
     """This test's artifact folder: console log, telemetry JSONL, benchmark plots."""
-    base = Path(setting(request.config, "artifacts"))
+    base = Path(setting(request.config, "hil_artifacts"))
     if not base.is_absolute():
         base = Path(request.config.rootpath) / base
     folder = base / re.sub(r"[^\w.-]+", "_", request.node.nodeid).strip("_")

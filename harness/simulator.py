@@ -37,6 +37,15 @@ EXIT_BROWNOUT = 83     # sim.brownout(): power dip, RTC memory lost
 EXIT_WDT = 84          # machine.WDT not fed in time
 RESET_EXIT_CODES = {EXIT_HARD_RESET: "hard", EXIT_SOFT_RESET: "soft", EXIT_DEEPSLEEP: "deepsleep",
                     EXIT_BROWNOUT: "brownout", EXIT_WDT: "wdt"}
+# What an ESP32's ROM prints after each kind of reset: the board layer writes it to the console
+# when it relaunches, so tests and logs see a reboot as on the chip.
+ROM_RESET_LINES = {
+    EXIT_HARD_RESET: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    EXIT_SOFT_RESET: "soft reboot",
+    EXIT_DEEPSLEEP: "rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    EXIT_BROWNOUT: "rst:0xf (RTCWDT_BROWN_OUT_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    EXIT_WDT: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+}
 # machine.reset_cause() values of the esp32 port; a brown-out reads as a power-on reset there.
 _CAUSE_CODES = {"pwron": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5, "brownout": 1}
 TIMER_WAKE, EXT0_WAKE, EXT1_WAKE = 4, 2, 3

@@ -59,12 +59,10 @@ class ReplTransport(SerialTransport):
         self.mounted = False
         self.device_name = device
         self.name = name or device
-        url = device
-        self.serial = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate,
-                                            timeout=READ_SLICE_S, write_timeout=10,
-                                            exclusive=exclusive) if "://" not in url else \
-            serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=READ_SLICE_S,
-                                  write_timeout=10)
+        options = {"baudrate": baudrate, "timeout": READ_SLICE_S, "write_timeout": 10}
+        if "://" not in device:  # a local device can be locked against a second user
+            options["exclusive"] = exclusive
+        self.serial = serial.serial_for_url(device, do_not_open=True, **options)
         # Both lines released: on the usual ESP32 auto-reset circuit EN and IO0 stay high.
         self.serial.dtr = False
         self.serial.rts = False

@@ -8,7 +8,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 
 from harness.unix_port import wait_gone
 
@@ -145,6 +144,21 @@ def test_serial_board_option_through_a_pty(pytester, pty_board_process):
     run_pytest(pytester, "--board", f"serial:{pty_board_process.device}").assert_outcomes(passed=1)
 
 
+def start_pytest_until_board(pytester, pidfile: Path) -> tuple[subprocess.Popen, int]:
+    """pytest in a child process, once its test has written its board's pid to `pidfile`."""
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                            cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        return proc, int(pidfile.read_text())
+    except (OSError, ValueError):
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def test_ctrl_c_leaves_no_micropython_process(pytester, tmp_path):
     pidfile = tmp_path / "pid"
     pytester.makepyfile(f"""
@@ -156,13 +170,8 @@ def test_ctrl_c_leaves_no_micropython_process(pytester, tmp_path):
             board.run()
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
-                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, pid = start_pytest_until_board(pytester, pidfile)
     try:
-        deadline = time.monotonic() + 30
-        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pid = int(pidfile.read_text())
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
@@ -181,13 +190,8 @@ def test_killed_pytest_leaves_no_micropython_process(pytester, tmp_path):
             open({str(pidfile)!r}, "w").write(str(board.port.pid))
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
-                            cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, pid = start_pytest_until_board(pytester, pidfile)
     try:
-        deadline = time.monotonic() + 30
-        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pid = int(pidfile.read_text())
         proc.kill()  # SIGKILL: no teardown, no atexit; the kernel's parent-death signal cleans up
         proc.wait()
     finally:
