@@ -141,6 +141,18 @@ class Telemetry:
                     if k < len(sent[m.topic]) and m.board_time_us is None:
                         m.board_time_us = sent[m.topic][k]
 
+    def await_board_times(self, messages: Iterable[Message], timeout: float = 2.0) -> None:
+        """Stamp these messages with their board time, waiting briefly where it has not come
+        yet: the simulator's record of a publish travels its control channel while the message
+        travels the broker. Returns at once when no board clock is attached."""
+        messages = list(messages)
+        deadline = time.monotonic() + timeout
+        self.stamp_board_times()
+        while self._board_clocks and any(m.board_time_us is None for m in messages) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.stamp_board_times()
+
     def close(self) -> None:
         """Stop recording and close the command client."""
         self.broker.remove_listener(self._record)
@@ -269,14 +281,7 @@ class Telemetry:
             raise self.fail(f"assert_rate: need at least {min_count} messages on {topic_filter!r}, got {len(batch)}")
 
         if clock == "board" and time_field is None:
-            # The simulator's record of a publish travels its control channel while the message
-            # travels the broker: give the record a moment to arrive.
-            deadline = time.monotonic() + 2.0
-            self.stamp_board_times()
-            while any(m.board_time_us is None for m in self.select(topic_filter, since=since)) \
-                    and self._board_clocks and time.monotonic() < deadline:
-                time.sleep(0.01)
-                self.stamp_board_times()
+            self.await_board_times(batch)
 
         def stamp(m: Message) -> float:
             if clock == "arrival":
