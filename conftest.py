@@ -1,10 +1,10 @@
-"""Root conftest: loads the harness plugin from this checkout when it is not installed.
+"""Root conftest of the harness's own checkout.
 
-Installed (`pip install -e .`), the plugin arrives through its pytest11 entry point;
-registering it twice would fail, so only a bare checkout gets it from here.
+The plugin arrives through its pytest11 entry point, so the package must be installed
+(`python -m pip install -e .`); a bare checkout says so instead of failing on imports.
 """
 
-from importlib.metadata import entry_points
+import importlib.util
 
-if not any(ep.value == "harness.plugin" for ep in entry_points(group="pytest11")):
-    pytest_plugins = ["harness.plugin"]
+if importlib.util.find_spec("micropython_hil") is None:
+    raise ImportError("micropython_hil is not installed: run `python -m pip install -e .` in this checkout")

@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.bench import analyse, probe  # noqa: E402
-from harness.bench_stats import coefficient_of_variation  # noqa: E402
-from harness.board import Board  # noqa: E402
-from harness.firmware import Firmware  # noqa: E402
-from harness.simulator import Simulator  # noqa: E402
+from micropython_hil.bench.probe import analyse, probe  # noqa: E402
+from micropython_hil.bench.stats import coefficient_of_variation  # noqa: E402
+from micropython_hil.board.board import Board  # noqa: E402
+from micropython_hil.deploy.firmware import Firmware  # noqa: E402
+from micropython_hil.sim.simulator import Simulator  # noqa: E402
 
 FIRMWARE = ROOT / "firmware_under_test" / "industrial_monitor"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.fixtures_sim import SimProcess  # noqa: E402
-from harness.simulator import Simulator  # noqa: E402
+from micropython_hil.plugin.sim import SimProcess  # noqa: E402
+from micropython_hil.sim.simulator import Simulator  # noqa: E402
 
 # Each loop body runs N times; an empty loop of the same shape is subtracted.
 CALLS = """

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from mpremote.transport_serial import SerialTransport
 
-from harness.board import Board
-from harness.unix_port import UnixPort
+from micropython_hil.board.board import Board
+from micropython_hil.board.unix_port import UnixPort
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -8,10 +8,10 @@ import time
 
 import serial.tools.list_ports
 
-from .board import open_board
+from .board.board import open_board
 from .errors import HarnessError
-from .transport import ESP32_USB_IDS
-from .unix_port import find_micropython
+from .board.transport import ESP32_USB_IDS
+from .board.unix_port import find_micropython
 
 
 def cmd_boards(args: argparse.Namespace) -> int:

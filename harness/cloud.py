@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .errors import HarnessError
-
-
-class CloudError(HarnessError):
-    """The HTTP endpoint could not start, or a test's wait for a request timed out."""
+from .errors import CloudError
 
 
 @dataclass

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness.recovery import Outage
+from micropython_hil.mqtt.outage import Outage
 
 WEATHER = "firmware_under_test/weather_station"
 HOME = "firmware_under_test/home_automation"

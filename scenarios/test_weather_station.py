@@ -4,7 +4,7 @@ simulator and skip on hardware."""
 
 import pytest
 
-from harness.simulator import chip_heap_on_host, shim_heap_bytes
+from micropython_hil.sim.simulator import chip_heap_on_host, shim_heap_bytes
 
 pytestmark = pytest.mark.firmware("firmware_under_test/weather_station")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import unix_port
+from micropython_hil.board import unix_port
 
 
 

@@ -3,7 +3,7 @@ time: sleeps and ticks follow the wall clock, so a known sleep takes its real ti
 
 import pytest
 
-from harness.bench import BenchError, analyse, calibrate, probe
+from micropython_hil.bench.probe import BenchError, analyse, calibrate, probe
 
 pytestmark = pytest.mark.sim(time="real")
 

@@ -7,10 +7,10 @@ import zlib
 
 import pytest
 
-from harness.bench import BenchError, BenchResult, analyse, ProbeRun, scaled
-from harness.bench_report import (compare_to_baseline, histogram_png, load_baseline, read_png_size,
+from micropython_hil.bench.probe import BenchError, BenchResult, analyse, ProbeRun, scaled
+from micropython_hil.bench.report import (compare_to_baseline, histogram_png, load_baseline, read_png_size,
                                   run_document, save_baseline, table)
-from harness.bench_stats import (block_medians, coefficient_of_variation, compare, histogram, quantile,
+from micropython_hil.bench.stats import (block_medians, coefficient_of_variation, compare, histogram, quantile,
                                  summarize, trimmed_mean)
 
 

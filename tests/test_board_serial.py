@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import serial
 
-from harness import transport
-from harness.board import Board, open_board
-from harness.errors import BoardConnectionError, BoardException
-from harness.transport import ReplTransport, find_esp32_port
+from micropython_hil.board import transport
+from micropython_hil.board.board import Board, open_board
+from micropython_hil.errors import BoardConnectionError, BoardException
+from micropython_hil.board.transport import ReplTransport, find_esp32_port
 
 
 def test_serial_board_over_a_pty_runs_the_same_api(pty_board_process):
@@ -96,7 +96,7 @@ def test_serial_auto_picks_the_first_esp32_bridge(monkeypatch):
 
 def test_a_board_that_goes_silent_on_serial_times_out_and_recovers(pty_board_process):
     with Board.serial(pty_board_process.device, timeout=5) as b:
-        from harness.errors import BoardTimeout
+        from micropython_hil.errors import BoardTimeout
         # time.sleep ignores Ctrl-C over a pty on the unix port, as a busy C call would on a chip
         with pytest.raises(BoardTimeout):
             b.exec("import time\ntime.sleep(0.01)\nwhile True:\n    pass", timeout=0.5)
@@ -105,7 +105,7 @@ def test_a_board_that_goes_silent_on_serial_times_out_and_recovers(pty_board_pro
 
 
 def test_a_reboot_during_a_command_is_told_apart_from_a_hang(pty_board_process):
-    from harness.errors import BoardRebooted
+    from micropython_hil.errors import BoardRebooted
     with Board.serial(pty_board_process.device, timeout=1) as b:
         # As an ESP32's ROM prints after a watchdog reset, then stays silent at the REPL.
         code = "import sys\nsys.stdout.write('rst:0x7 (TG0WDT_SYS_RESET),boot:0x13\\r\\n')\nwhile True: pass"

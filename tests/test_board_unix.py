@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from harness.board import Board
-from harness.errors import (BoardCrashed, BoardError, BoardException, BoardMemoryError, BoardTimeout,
+from micropython_hil.board.board import Board
+from micropython_hil.errors import (BoardCrashed, BoardError, BoardException, BoardMemoryError, BoardTimeout,
                             FirmwareError, MicroPythonNotFound)
-from harness.unix_port import wait_gone
+from micropython_hil.board.unix_port import wait_gone
 
 
 @pytest.fixture
@@ -188,8 +188,8 @@ def test_closed_board_refuses_commands(b):
 
 
 def test_a_simulated_reset_from_the_repl_is_reported_once_and_the_board_is_back():
-    from harness.errors import BoardRebooted
-    from harness.simulator import Simulator
+    from micropython_hil.errors import BoardRebooted
+    from micropython_hil.sim.simulator import Simulator
     with Simulator() as sim, Board.unix(sim=sim, timeout=5) as board:
         board.exec("import machine\nx = 1")
         with pytest.raises(BoardRebooted, match=r"reset during the command \(rst:0xc \(SW_CPU_RESET\)"):

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from harness.broker import AmqttBroker, BrokerError, MosquittoBroker, MqttError, make_broker
-from harness.fixtures_mqtt import micropython_mqtt  # noqa: F401 - fixture
-from harness.telemetry import Telemetry
+from micropython_hil.mqtt.broker import AmqttBroker, BrokerError, MosquittoBroker, MqttError, make_broker
+from micropython_hil.plugin.mqtt import micropython_mqtt  # noqa: F401 - fixture
+from micropython_hil.mqtt.telemetry import Telemetry
 
 KINDS = ["amqtt", "mosquitto"]
 
@@ -179,7 +179,7 @@ def test_lan_broker_accepts_only_generated_credentials(kind, micropython_mqtt, r
     request.addfinalizer(broker.stop)
     user, password = broker.credentials
     assert len(password) >= 16 and broker.url == f"mqtt://{user}:{password}@{broker.host}:{broker.port}"
-    from harness.broker import MqttClient
+    from micropython_hil.mqtt.broker import MqttClient
 
     with pytest.raises(MqttError, match="refused client 'anon'"):
         MqttClient(broker.host, broker.port, "anon").connect()

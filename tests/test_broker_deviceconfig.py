@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from harness.broker import AmqttBroker
-from harness.deviceconfig import CONFIG_FILE, build_config, dumps
-from harness.errors import HarnessError
+from micropython_hil.mqtt.broker import AmqttBroker
+from micropython_hil.deploy.device_config import CONFIG_FILE, build_config, dumps
+from micropython_hil.errors import HarnessError
 
 
 def test_config_round_trips_to_micropython(tmp_path):

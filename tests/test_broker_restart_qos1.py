@@ -3,12 +3,12 @@ duplicated beyond the protocol's allowance, on both brokers."""
 
 import pytest
 
-from harness.board import Board
-from harness.broker import MosquittoBroker, make_broker
-from harness.deviceconfig import build_config
-from harness.firmware import Firmware
-from harness.simulator import Simulator
-from harness.telemetry import Telemetry
+from micropython_hil.board.board import Board
+from micropython_hil.mqtt.broker import MosquittoBroker, make_broker
+from micropython_hil.deploy.device_config import build_config
+from micropython_hil.deploy.firmware import Firmware
+from micropython_hil.sim.simulator import Simulator
+from micropython_hil.mqtt.telemetry import Telemetry
 
 
 @pytest.mark.parametrize("kind", ["amqtt", "mosquitto"])

@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def hil(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "micropython_hil.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from harness.cloud import Cloud, CloudError
+from micropython_hil.cloud import Cloud, CloudError
 
 DEVICE = """
 import requests, sys

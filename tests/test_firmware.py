@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from harness.board import Board
-from harness.errors import FirmwareError
-from harness.firmware import Firmware
+from micropython_hil.board.board import Board
+from micropython_hil.errors import FirmwareError
+from micropython_hil.deploy.firmware import Firmware
 
 REFERENCE = ["weather_station", "home_automation", "industrial_monitor"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.broker import make_broker
-from harness.firmware import Firmware
-from harness.fuzz import Fuzzer
-from harness.fuzz_oracle import FuzzCrash
+from micropython_hil.mqtt.broker import make_broker
+from micropython_hil.deploy.firmware import Firmware
+from micropython_hil.fuzz.fuzzer import Fuzzer
+from micropython_hil.errors import FuzzCrash
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / "firmware_under_test" / "home_automation"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.firmware import Firmware
-from harness.fuzz_diff import DifferenceFound, Differential
-from harness.fuzz_strategies import encode, mutated_messages, raw_payloads, valid_messages
+from micropython_hil.deploy.firmware import Firmware
+from micropython_hil.fuzz.differential import DifferenceFound, Differential
+from micropython_hil.fuzz.strategies import encode, mutated_messages, raw_payloads, valid_messages
 
 from hypothesis import strategies as st
 

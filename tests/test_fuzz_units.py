@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
-from harness.fuzz_oracle import (GARBAGE, INVALID, VALID, Contract, FuzzBadReply, FuzzCrash,
-                                 FuzzWrongReply, RelayModel, StrictValidator)
-from harness.fuzz_strategies import encode, mutated_messages, payloads, raw_payloads, valid_messages
+from micropython_hil.errors import FuzzBadReply, FuzzCrash, FuzzWrongReply
+from micropython_hil.fuzz.oracle import GARBAGE, INVALID, VALID, Contract, RelayModel, StrictValidator
+from micropython_hil.fuzz.strategies import encode, mutated_messages, payloads, raw_payloads, valid_messages
 
 HOME = Path(__file__).resolve().parent.parent / "firmware_under_test" / "home_automation" / "schemas"
 COMMAND = json.loads((HOME / "command.json").read_text())

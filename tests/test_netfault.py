@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from harness.fixtures_netfault import netfault  # noqa: F401  (the fixture under test)
-from harness.netfault import FaultProxy, NetFaultError
+from micropython_hil.plugin.netfault import netfault  # noqa: F401  (the fixture under test)
+from micropython_hil.netfault.proxy import FaultProxy, NetFaultError
 
 
 class Server:

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from harness import packages
-from harness.broker import AmqttBroker, MosquittoBroker
-from harness.fixtures_netfault import netfault  # noqa: F401  (the fixture under test)
+from micropython_hil.deploy import packages
+from micropython_hil.mqtt.broker import AmqttBroker, MosquittoBroker
+from micropython_hil.plugin.netfault import netfault  # noqa: F401  (the fixture under test)
 
 KEEPALIVE_S = 1  # short, so keepalive-driven failures show within a couple of seconds
 

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import packages
-from harness.packages import PackageError
+from micropython_hil.deploy import packages
+from micropython_hil.deploy.packages import PackageError
 
 
 def sdist(root: str, files: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:  # noqa: B006

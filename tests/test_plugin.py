@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 
-from harness.unix_port import wait_gone
+from micropython_hil.board.unix_port import wait_gone
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.broker import make_broker
-from harness.recovery import Outage
-from harness.telemetry import Telemetry, TelemetryError
+from micropython_hil.mqtt.broker import make_broker
+from micropython_hil.mqtt.outage import Outage
+from micropython_hil.mqtt.telemetry import Telemetry, TelemetryError
 
 
 def device():

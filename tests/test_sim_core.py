@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from harness.fixtures_sim import sim_process  # noqa: F401  (fixture)
-from harness.simulator import (EXIT_BROWNOUT, EXIT_DEEPSLEEP, EXIT_HARD_RESET, EXIT_SOFT_RESET,
+from micropython_hil.plugin.sim import sim_process  # noqa: F401  (fixture)
+from micropython_hil.sim.simulator import (EXIT_BROWNOUT, EXIT_DEEPSLEEP, EXIT_HARD_RESET, EXIT_SOFT_RESET,
                                EXIT_WDT, Signal, Simulator, SimulatorError)
 
 

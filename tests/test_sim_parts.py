@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.fixtures_sim import sim_process  # noqa: F401  (fixture)
-from harness.simulator import Signal, Simulator, SimulatorError
+from micropython_hil.plugin.sim import sim_process  # noqa: F401  (fixture)
+from micropython_hil.errors import SimulatorError
+from micropython_hil.sim.inputs import Signal
+from micropython_hil.sim.simulator import Simulator
 
 # Bosch's worked example (BMP280 datasheet 3.12; the BME280 uses the same T and P formulas).
 EXAMPLE_T = (27504, 26435, -1000)
@@ -179,7 +181,7 @@ def test_third_party_micropython_bme280_driver_reads_back_what_the_test_set(sim,
     committed. That release computes var1 with `(dig_T2 >> 11)` where the datasheet has
     `(... * dig_T2) >> 11`: exact only on a chip whose dig_T2 is a multiple of 2048. The
     simulator shows both: exact values on such a chip, the driver's error on the default one."""
-    from harness import packages
+    from micropython_hil.deploy import packages
     try:
         packages.install(["bme280==2.1.3"], sim_process.root / "lib")
     except (packages.PackageError, OSError) as exc:

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from harness.fixtures_sim import sim_process  # noqa: F401  (fixture)
-from harness.profiles import PROFILE_DIR, ProfileError, known_profiles, load_profile
-from harness.simulator import Simulator, SimulatorError, chip_heap_on_host
+from micropython_hil.plugin.sim import sim_process  # noqa: F401  (fixture)
+from micropython_hil.sim.profiles import PROFILE_DIR, ProfileError, known_profiles, load_profile
+from micropython_hil.sim.simulator import Simulator, SimulatorError, chip_heap_on_host
 
 PROBE = """
 import machine, network, esp, esp32, json, gc

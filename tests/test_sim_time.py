@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harness.fixtures_sim import sim_process  # noqa: F401  (fixture)
-from harness.simulator import Simulator, SimulatorError
+from micropython_hil.plugin.sim import sim_process  # noqa: F401  (fixture)
+from micropython_hil.sim.simulator import Simulator, SimulatorError
 
 # Sleeps 2.5 board seconds through each sleep function; reports what every clock function saw.
 CLOCKS = """
@@ -210,7 +210,7 @@ def mosquitto(tmp_path):
 
 def test_publishes_are_stamped_in_board_time(sim_process, mosquitto):
     """A firmware that publishes every 10 minutes: 6 publishes in one virtual hour, in seconds."""
-    from harness import packages
+    from micropython_hil.deploy import packages
     try:
         packages.install(["umqtt.simple"], sim_process.root / "lib")
     except (packages.PackageError, OSError) as exc:

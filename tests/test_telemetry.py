@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from harness.broker import AmqttBroker, MosquittoBroker
-from harness.fixtures_mqtt import micropython_mqtt  # noqa: F401 - fixture
-from harness.telemetry import Message, Telemetry, TelemetryError, topic_matches
+from micropython_hil.mqtt.broker import AmqttBroker, MosquittoBroker
+from micropython_hil.plugin.mqtt import micropython_mqtt  # noqa: F401 - fixture
+from micropython_hil.mqtt.telemetry import Message, Telemetry, TelemetryError, topic_matches
 
 SCHEMA = {
     "type": "object",

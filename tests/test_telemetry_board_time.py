@@ -1,8 +1,8 @@
 """Board times on recorded messages, joined from the simulator's record of each publish."""
 
-from harness.broker import make_broker
-from harness.simulator import Publish
-from harness.telemetry import Telemetry
+from micropython_hil.mqtt.broker import make_broker
+from micropython_hil.sim.simulator import Publish
+from micropython_hil.mqtt.telemetry import Telemetry
 
 
 def test_messages_get_the_board_time_of_their_publish_in_order_per_topic():

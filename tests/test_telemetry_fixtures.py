@@ -6,7 +6,7 @@ import json
 
 
 CONFTEST = """
-from harness.fixtures_mqtt import add_options, broker, telemetry, cloud, micropython_mqtt, _hil_session_broker
+from micropython_hil.plugin.mqtt import add_options, broker, telemetry, cloud, micropython_mqtt, _hil_session_broker
 import pytest
 
 def pytest_addoption(parser):

@@ -1,0 +1,96 @@
+"""A board's console: everything it printed, with expect() for tests and a full log."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Pattern
+
+from ..errors import BoardException, BoardTimeout
+
+# Lines that mean a chip (re)booted: the ESP32 ROM's reset line, or a MicroPython banner.
+BOOT_BANNER = re.compile(r"^(rst:0x[0-9a-f]+|ets \w+ +\d+ \d+|MicroPython v?\S+ on \d{4}-\d\d-\d\d|soft reboot)",
+                         re.MULTILINE)
+
+
+class Console:
+    """Text a board printed, appended by a reader, consumed by expect() in order.
+
+    expect() searches from where the previous match ended, so a test reads the console
+    like a story; `text` and `lines` always hold everything.
+    """
+
+    def __init__(self, board_name: str):
+        self.board_name = board_name
+        self._text = ""
+        self._cursor = 0
+        self._cond = threading.Condition()
+        self._ended: BaseException | None = None  # why no more output will come, if so
+
+    # -- writers -----------------------------------------------------------------------
+    def feed(self, data: bytes | str) -> None:
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        if not text:
+            return
+        with self._cond:
+            self._text += text.replace("\r\n", "\n")
+            self._cond.notify_all()
+
+    def end(self, reason: BaseException | None) -> None:
+        """The run that produced output stopped; `reason` says why (None: it returned)."""
+        with self._cond:
+            self._ended = reason if reason is not None else _Finished()
+            self._cond.notify_all()
+
+    def restart(self) -> None:
+        """A new run begins: expect() waits for output again."""
+        with self._cond:
+            self._ended = None
+
+    # -- readers -----------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return self._text
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def tail(self, n: int = 20) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def expect(self, pattern: str | Pattern[str], timeout: float = 10.0) -> re.Match:
+        """Wait until `pattern` (a regex) appears after the previous match; return the match.
+
+        Fails fast with the board's traceback if the run ended with an exception, and with
+        a BoardTimeout showing the console's tail if the pattern never came.
+        """
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                match = regex.search(self._text, self._cursor)
+                if match:
+                    self._cursor = match.end()
+                    return match
+                if self._ended is not None:
+                    if isinstance(self._ended, BoardException) or not isinstance(self._ended, _Finished):
+                        raise self._ended
+                    raise BoardTimeout(self.board_name, f"firmware finished without printing "
+                                       f"{regex.pattern!r}; console tail:\n{self.tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BoardTimeout(self.board_name, f"{regex.pattern!r} not seen on the console "
+                                       f"within {timeout:g} s; console tail:\n{self.tail()}")
+                self._cond.wait(left)
+
+    def skip_to_end(self) -> None:
+        """Forget what was printed so far for expect() (the log keeps it)."""
+        with self._cond:
+            self._cursor = len(self._text)
+
+
+class _Finished(Exception):
+    """Marker: the run returned normally."""

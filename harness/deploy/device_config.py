@@ -1,0 +1,103 @@
+"""The config file the harness writes to a board before its firmware starts.
+
+Firmware learns where the broker is without edits by reading ``/hil_config.json`` (CONFIG_FILE, at
+the root of the board's filesystem) at boot. The harness's Board writes it on deploy; on a board
+that has none, firmware falls back to its own defaults. Schema (JSON object; every key present,
+values may be null where noted)::
+
+    {
+      "version": 1,                   # schema version of this file
+      "mqtt": {
+        "host": "192.168.1.20",       # broker address as the board must dial it
+        "port": 1883,
+        "user": "hil-1a2b3c4d",       # null when the broker accepts anonymous clients (loopback)
+        "password": "...",            # null likewise
+        "client_id": "weather-1",     # MQTT client id the firmware should use
+        "keepalive": 30               # seconds; firmware should pass it to MQTTClient(keepalive=)
+      },
+      "wifi": {"ssid": "lab-ap", "password": "..."},   # null on the simulator (no WiFi)
+      "http": {"base_url": "http://192.168.1.20:8080"}, # the `cloud` endpoint, or null
+      "topic_prefix": "hil/weather-1",                  # prefix for the device's topics, or ""
+      "extra": {}                                       # test-specific settings
+    }
+
+Reading it on the device::
+
+    import json
+    try:
+        with open("/hil_config.json") as f:
+            cfg = json.load(f)
+    except OSError:
+        cfg = None
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import HarnessError
+
+CONFIG_FILE = "hil_config.json"
+SCHEMA_VERSION = 1
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["version", "mqtt", "wifi", "http", "topic_prefix", "extra"],
+    "properties": {
+        "version": {"const": SCHEMA_VERSION},
+        "mqtt": {
+            "type": "object",
+            "required": ["host", "port", "user", "password", "client_id", "keepalive"],
+            "properties": {
+                "host": {"type": "string", "minLength": 1},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "user": {"type": ["string", "null"]},
+                "password": {"type": ["string", "null"]},
+                "client_id": {"type": "string", "minLength": 1, "maxLength": 23},
+                "keepalive": {"type": "integer", "minimum": 0, "maximum": 65535},
+            },
+        },
+        "wifi": {
+            "type": ["object", "null"],
+            "required": ["ssid", "password"],
+            "properties": {"ssid": {"type": "string", "minLength": 1}, "password": {"type": "string"}},
+        },
+        "http": {"type": ["object", "null"], "required": ["base_url"],
+                 "properties": {"base_url": {"type": "string"}}},
+        "topic_prefix": {"type": "string"},
+        "extra": {"type": "object"},
+    },
+}
+
+
+def build_config(broker: Any, client_id: str, *, wifi: tuple[str, str] | None = None,
+                 cloud_url: str | None = None, keepalive: int = 30, topic_prefix: str = "",
+                 extra: dict | None = None) -> dict:
+    """The config dict for one board; `broker` is a harness Broker (host, port, credentials)."""
+    if not client_id or len(client_id) > 23:
+        # MQTT 3.1.1 only promises client ids of 1..23 characters (umqtt and small brokers hold to it).
+        raise HarnessError(f"device config: client id {client_id!r} must be 1 to 23 characters")
+    user, password = broker.credentials or (None, None)
+    return {
+        "version": SCHEMA_VERSION,
+        "mqtt": {"host": broker.host, "port": broker.port, "user": user, "password": password,
+                 "client_id": client_id, "keepalive": keepalive},
+        "wifi": {"ssid": wifi[0], "password": wifi[1]} if wifi else None,
+        "http": {"base_url": cloud_url} if cloud_url else None,
+        "topic_prefix": topic_prefix,
+        "extra": dict(extra or {}),
+    }
+
+
+def dumps(config: dict) -> str:
+    """The file's text (validated, so a bad config fails on the host, not on the board)."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(config, SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        raise HarnessError(f"device config {CONFIG_FILE}: {where}: {exc.message}") from None
+    return json.dumps(config, separators=(",", ":"))

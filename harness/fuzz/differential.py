@@ -1,0 +1,122 @@
+"""Differential fuzzing: a firmware's own function on the board against a CPython reference.
+
+The board runs `function(payload)` for a batch of payloads in one REPL round trip (the firmware
+is deployed but not running); the host runs `reference(payload)` on the same bytes. Results are
+compared in a canonical form both sides compute the same way (floats as '%.12g' text, dicts as
+sorted pairs, exceptions by class name), and the first difference fails, shrunk by hypothesis.
+
+    diff = Differential(board, setup="import app", function="lambda b: app.Node.parse(None, b)",
+                        reference=reference_parse)
+    diff.run(payloads(schema), examples=50)
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from hypothesis import HealthCheck, Phase, given, seed as hyp_seed, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from ..board.board import Board
+from ..errors import BoardException
+from ..errors import DifferenceFound
+
+# Defined on the board and mirrored by canon() below: the two must agree on every value.
+_BOARD_CANON = """\
+def _fz_canon(v):
+    if isinstance(v, float):
+        return ('float', '%.12g' % v)
+    if isinstance(v, dict):
+        return ('dict', sorted([(_fz_canon(k), _fz_canon(x)) for k, x in v.items()]))
+    if isinstance(v, (list, tuple)):
+        return [_fz_canon(x) for x in v]
+    if isinstance(v, (bytes, bytearray)):
+        return ('bytes', bytes(v))
+    return v
+
+def _fz_run(fn, items):
+    for b in items:
+        try:
+            r = ('ok', _fz_canon(fn(b)))
+        except Exception as e:
+            r = ('err', type(e).__name__)
+        print(repr(r))
+"""
+
+
+def canon(v: Any) -> Any:
+    """The host half of the canonical form (see _BOARD_CANON)."""
+    if isinstance(v, float):
+        return ("float", "%.12g" % v)
+    if isinstance(v, dict):
+        return ("dict", sorted([(canon(k), canon(x)) for k, x in v.items()]))
+    if isinstance(v, (list, tuple)):
+        return [canon(x) for x in v]
+    if isinstance(v, (bytes, bytearray)):
+        return ("bytes", bytes(v))
+    return v
+
+
+def outcome(reference: Callable[[bytes], Any], payload: bytes) -> tuple:
+    """('ok', canonical value) or ('err', exception class name), as the board reports it."""
+    try:
+        return ("ok", canon(reference(payload)))
+    except Exception as e:  # noqa: BLE001 - any exception is an outcome to compare
+        return ("err", type(e).__name__)
+
+
+class Differential:
+    """One board function against one CPython function, over payload bytes."""
+
+    def __init__(self, board: Board, function: str, reference: Callable[[bytes], Any], setup: str = "",
+                 error_names: dict[str, str] | None = None):
+        self.board, self.function, self.reference = board, function, reference
+        # Exception classes that mean the same on both sides (e.g. UnicodeError vs UnicodeDecodeError).
+        self.error_names = error_names or {}
+        self.compared = 0
+        board.exec(setup + "\n" + _BOARD_CANON + f"\n_fz_fn = {function}\n")
+
+    def _norm(self, result: tuple) -> tuple:
+        if result[0] == "err":
+            return ("err", self.error_names.get(result[1], result[1]))
+        return result
+
+    def compare(self, payloads: list[bytes]) -> None:
+        """Run the batch on both sides; raise DifferenceFound at the first disagreement."""
+        try:
+            out = self.board.exec(f"_fz_run(_fz_fn, {[bytes(p) for p in payloads]!r})", timeout=30)
+        except BoardException as e:
+            raise AssertionError(f"{self.function} crashed the board's REPL on {payloads!r}: {e}") from None
+        lines = [line for line in out.splitlines() if line.startswith("(")]
+        for payload, line in zip(payloads, lines):
+            on_board = self._norm(ast.literal_eval(line))
+            on_host = self._norm(outcome(self.reference, payload))
+            self.compared += 1
+            if on_board != on_host:
+                raise DifferenceFound(payload, on_board, on_host, self.function)
+        if len(lines) != len(payloads):
+            raise AssertionError(f"{self.function}: {len(lines)} results for {len(payloads)} payloads; "
+                                 f"board output:\n{out[-2000:]}")
+
+    def run(self, strategy: st.SearchStrategy[bytes], examples: int = 100, seed: int | None = None,
+            batch: int = 20, database: str | Path | None = None) -> int:
+        """Compare over `examples` batches of up to `batch` payloads; the number compared."""
+        db = DirectoryBasedExampleDatabase(str(database)) if database is not None else None
+
+        @settings(max_examples=examples, database=db, deadline=None, print_blob=False,
+                  suppress_health_check=list(HealthCheck),
+                  phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+        @given(st.lists(strategy, min_size=1, max_size=batch))
+        def differential(items: list[bytes]) -> None:
+            self.compare(items)
+
+        key = f"harness.fuzz_diff:{self.function}:{json.dumps(getattr(self.reference, '__qualname__', ''))}"
+        differential._hypothesis_internal_database_key = key.encode()
+        if seed is not None:
+            differential = hyp_seed(seed)(differential)
+        differential()
+        return self.compared

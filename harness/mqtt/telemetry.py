@@ -1,0 +1,405 @@
+"""Recorded MQTT traffic and the assertions tests make over it.
+
+`Telemetry(broker)` records every message the broker routes (amqtt: a hook inside the broker, with
+the publisher's client id; mosquitto/external: a '#' subscription, client id unknown) in arrival
+order, and offers checks that read like the domain: expect, collect, JSON Schema validation,
+rates, sequence gaps and duplicates, last will, retained state, and publish/request to command the
+device. A failing check raises `TelemetryError` (an AssertionError) that shows the recent traffic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jsonschema
+
+from .broker import Broker
+from .client import MqttClient
+from ..errors import MqttError
+from ..errors import TelemetryError
+
+Where = Callable[["Message"], bool] | dict | None
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching ('+' one level, '#' the rest; '$' topics only when named)."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    want, have = topic_filter.split("/"), topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have) or (level != "+" and level != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+@dataclass(slots=True)
+class Message:
+    """One routed message. `board_time_us` is the board's clock when known (the simulator fills it)."""
+
+    index: int
+    arrival: float  # host time.time() when the broker routed it
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    client_id: str | None
+    board_time_us: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The payload as text (invalid UTF-8 shown with replacement characters)."""
+        return self.payload.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The payload parsed as JSON; a clear error names the topic when it is not JSON."""
+        try:
+            return json.loads(self.payload)
+        except ValueError as exc:
+            raise TelemetryError(f"message #{self.index} on {self.topic!r} is not JSON ({exc}): {self.text[:120]!r}") from None
+
+    def to_dict(self) -> dict:
+        """A JSON-able record; payloads that are not UTF-8 are kept whole as base64."""
+        record = {"index": self.index, "arrival": self.arrival, "topic": self.topic, "qos": self.qos,
+                  "retain": self.retain, "dup": self.dup, "client_id": self.client_id,
+                  "board_time_us": self.board_time_us}
+        try:
+            record["payload"] = self.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            record["payload_b64"] = base64.b64encode(self.payload).decode()
+        return record
+
+    def __str__(self) -> str:
+        flags = ("R" if self.retain else "") + ("D" if self.dup else "")
+        body = self.text if len(self.payload) <= 100 else f"{self.text[:100]}... ({len(self.payload)} bytes)"
+        return f"#{self.index} {self.client_id or '?'} -> {self.topic} q{self.qos}{flags and ' ' + flags} {body!r}"
+
+
+def _schema(schema: dict | str | Path) -> dict:
+    if isinstance(schema, dict):
+        return schema
+    try:
+        return json.loads(Path(schema).read_text())
+    except (OSError, ValueError) as exc:
+        raise TelemetryError(f"cannot read JSON Schema {schema}: {exc}") from None
+
+
+class Telemetry:
+    """The recorder: every routed message since it started (or since `clear`), and the checks."""
+
+    def __init__(self, broker: Broker, history: int = 15) -> None:
+        self.broker = broker
+        self.history = history
+        self._messages: list[Message] = []
+        self._cond = threading.Condition()
+        self._client: MqttClient | None = None
+        self.started = time.time()
+        self._board_clocks: list[tuple[str | None, list]] = []  # (client id, simulator publishes)
+        broker.add_listener(self._record)
+
+    def _record(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, client_id: str | None) -> None:
+        with self._cond:
+            self._messages.append(Message(len(self._messages), time.time(), topic, payload, qos, retain, dup, client_id))
+            self._cond.notify_all()
+
+    def attach_board_clock(self, publishes: list, client_id: str | None = None) -> None:
+        """Take board times from a simulator's record of each PUBLISH the board wrote
+        (`sim.publishes`: topic and board_time_us, in order): the k-th message recorded on a
+        topic from `client_id` gets the board time of the k-th publish on that topic."""
+        self._board_clocks.append((client_id, publishes))
+
+    def stamp_board_times(self) -> None:
+        """Fill `board_time_us` of recorded messages from the attached board clocks (idempotent).
+
+        A QoS 1 retransmission the broker dropped as a duplicate would shift the pairing of
+        later messages on that topic; outages that cause retransmissions are rare within a test.
+        """
+        with self._cond:
+            for client_id, publishes in self._board_clocks:
+                sent: dict[str, list[int]] = {}
+                for p in list(publishes):
+                    sent.setdefault(p.topic, []).append(p.board_time_us)
+                seen: dict[str, int] = {}
+                for m in self._messages:
+                    if client_id is not None and m.client_id not in (client_id, None):
+                        continue
+                    if m.topic not in sent:
+                        continue
+                    k = seen.get(m.topic, 0)
+                    seen[m.topic] = k + 1
+                    if k < len(sent[m.topic]) and m.board_time_us is None:
+                        m.board_time_us = sent[m.topic][k]
+
+    def await_board_times(self, messages: Iterable[Message], timeout: float = 2.0) -> None:
+        """Stamp these messages with their board time, waiting briefly where it has not come
+        yet: the simulator's record of a publish travels its control channel while the message
+        travels the broker. Returns at once when no board clock is attached."""
+        messages = list(messages)
+        deadline = time.monotonic() + timeout
+        self.stamp_board_times()
+        while self._board_clocks and any(m.board_time_us is None for m in messages) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.stamp_board_times()
+
+    def close(self) -> None:
+        """Stop recording and close the command client."""
+        self.broker.remove_listener(self._record)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "Telemetry":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def messages(self) -> list[Message]:
+        with self._cond:
+            return list(self._messages)
+
+    def mark(self) -> int:
+        """A position to pass as `since=`: only messages recorded after this call count."""
+        with self._cond:
+            return len(self._messages)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._messages.clear()
+
+    def select(self, topic_filter: str = "#", where: Where = None, since: int | Message = 0) -> list[Message]:
+        """Recorded messages on a topic filter that satisfy `where`, from `since` on."""
+        start = since.index + 1 if isinstance(since, Message) else since
+        return [m for m in self.messages[start:] if self._accepts(m, topic_filter, where)]
+
+    @staticmethod
+    def _accepts(message: Message, topic_filter: str, where: Where) -> bool:
+        if not topic_matches(topic_filter, message.topic):
+            return False
+        if where is None:
+            return True
+        try:
+            if isinstance(where, dict):  # a subset of the JSON payload
+                data = json.loads(message.payload)
+                return isinstance(data, dict) and all(data.get(k, object()) == v for k, v in where.items())
+            return bool(where(message))
+        except Exception:  # noqa: BLE001 - a predicate failing on other traffic is a non-match
+            return False
+
+    def recent(self, n: int | None = None) -> str:
+        """The last messages, one a line, for failure reports."""
+        tail = self.messages[-(n or self.history):]
+        if not tail:
+            return "  (no traffic recorded)"
+        return "\n".join(f"  +{m.arrival - self.started:8.3f}s {m}" for m in tail)
+
+    def fail(self, what: str) -> TelemetryError:
+        return TelemetryError(f"{what}\nrecent traffic on {self.broker.kind} {self.broker.host}:{self.broker.port}:\n"
+                              f"{self.recent()}")
+
+    # ------------------------------------------------------------------ waiting
+    def collect(self, n: int, topic_filter: str = "#", where: Where = None, timeout: float = 5.0,
+                since: int | Message = 0) -> list[Message]:
+        """Wait until `n` matching messages have been recorded; return the first `n`."""
+        start = since.index + 1 if isinstance(since, Message) else since
+        deadline = time.monotonic() + timeout
+        found: list[Message] = []
+        scanned = start
+        with self._cond:
+            while True:
+                for message in self._messages[scanned:]:
+                    if self._accepts(message, topic_filter, where):
+                        found.append(message)
+                        if len(found) == n:
+                            return found
+                scanned = max(scanned, len(self._messages))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        cond = f" where {where!r}" if where is not None else ""
+        raise self.fail(f"expected {n} message(s) on {topic_filter!r}{cond} within {timeout} s, got {len(found)}")
+
+    def expect(self, topic_filter: str = "#", where: Where = None, timeout: float = 5.0,
+               since: int | Message = 0, schema: dict | str | Path | None = None) -> Message:
+        """The first matching message (waiting up to `timeout`); with `schema`, it must validate."""
+        message = self.collect(1, topic_filter, where, timeout, since)[0]
+        if schema is not None:
+            self.validate([message], schema)
+        return message
+
+    def expect_none(self, topic_filter: str = "#", where: Where = None, within: float = 1.0,
+                    since: int | Message = 0) -> None:
+        """Fail if a matching message arrives within `within` seconds."""
+        try:
+            message = self.collect(1, topic_filter, where, within, since)[0]
+        except TelemetryError:
+            return
+        raise self.fail(f"expected no message on {topic_filter!r} but got {message}")
+
+    # ------------------------------------------------------------------ content
+    def validate(self, messages: Iterable[Message] | str, schema: dict | str | Path, min_count: int = 1) -> list[Message]:
+        """Every message (or every recorded one on a topic filter) is JSON valid against `schema`."""
+        batch = self.select(messages) if isinstance(messages, str) else list(messages)
+        if len(batch) < min_count:
+            raise self.fail(f"expected at least {min_count} message(s) to validate, got {len(batch)}")
+        validator = jsonschema.Draft202012Validator(_schema(schema))
+        for message in batch:
+            errors = sorted(validator.iter_errors(message.json()), key=lambda e: list(e.path))
+            if errors:
+                where = "/".join(str(p) for p in errors[0].path) or "(root)"
+                raise self.fail(f"message {message} fails its schema at {where}: {errors[0].message}")
+        return batch
+
+    def assert_rate(self, topic_filter: str, every: float, tolerance: float = 0.2, clock: str = "arrival",
+                    min_count: int = 3, since: int | Message = 0, time_field: str | None = None,
+                    time_unit: float = 1e-3) -> list[float]:
+        """Consecutive messages are `every` seconds apart, each interval within +-tolerance (a fraction).
+
+        clock="arrival" uses host arrival times; clock="board" uses `board_time_us`, or the JSON
+        payload's `time_field` times `time_unit` seconds (default milliseconds) when given.
+        Returns the intervals in seconds.
+        """
+        if clock not in ("arrival", "board"):
+            raise ValueError(f"assert_rate: clock must be 'arrival' or 'board', not {clock!r}")
+        batch = self.select(topic_filter, since=since)
+        if len(batch) < min_count:
+            raise self.fail(f"assert_rate: need at least {min_count} messages on {topic_filter!r}, got {len(batch)}")
+
+        if clock == "board" and time_field is None:
+            self.await_board_times(batch)
+
+        def stamp(m: Message) -> float:
+            if clock == "arrival":
+                return m.arrival
+            if time_field is not None:
+                return float(m.json()[time_field]) * time_unit
+            if m.board_time_us is None:
+                raise self.fail(f"assert_rate(clock='board'): message {m} has no board time; "
+                                f"pass time_field= to read it from the payload")
+            return m.board_time_us / 1e6
+
+        times = [stamp(m) for m in batch]
+        intervals = [b - a for a, b in zip(times, times[1:])]
+        low, high = every * (1 - tolerance), every * (1 + tolerance)
+        bad = [(i, x) for i, x in enumerate(intervals) if not low <= x <= high]
+        if bad:
+            shown = ", ".join(f"{batch[i].index}->{batch[i + 1].index}: {x:.3f}s" for i, x in bad[:5])
+            raise self.fail(f"{topic_filter!r} should arrive every {every}s +-{tolerance:.0%} ({clock} clock); "
+                            f"{len(bad)} of {len(intervals)} intervals off (median {statistics.median(intervals):.3f}s): "
+                            f"{shown}")
+        return intervals
+
+    def sequence(self, topic_filter: str, field: str = "seq", since: int | Message = 0) -> dict:
+        """Gaps and duplicates of a counter field: {'values', 'gaps': [(a, b)], 'duplicates': [v]}."""
+        values = [m.json()[field] for m in self.select(topic_filter, since=since)]
+        seen: set = set()
+        duplicates = [v for v in values if v in seen or seen.add(v)]
+        ordered = sorted(seen)
+        gaps = [(a, b) for a, b in zip(ordered, ordered[1:]) if b - a > 1]
+        return {"values": values, "gaps": gaps, "duplicates": duplicates}
+
+    def assert_sequence(self, topic_filter: str, field: str = "seq", min_count: int = 1,
+                        since: int | Message = 0) -> list:
+        """The counter field has no gaps and no duplicates; returns the values seen."""
+        report = self.sequence(topic_filter, field, since)
+        if len(report["values"]) < min_count:
+            raise self.fail(f"expected at least {min_count} message(s) on {topic_filter!r}, got {len(report['values'])}")
+        problems = []
+        if report["gaps"]:
+            problems.append("missing " + ", ".join(f"{a + 1}..{b - 1}" if b - a > 2 else str(a + 1)
+                                                   for a, b in report["gaps"]))
+        if report["duplicates"]:
+            problems.append(f"duplicated {sorted(set(report['duplicates']))}")
+        if problems:
+            raise self.fail(f"{field!r} on {topic_filter!r} is not a clean sequence: {'; '.join(problems)}")
+        return report["values"]
+
+    # ------------------------------------------------------------------ broker state
+    def retained(self, topic_filter: str = "#") -> dict[str, bytes]:
+        """The broker's retained messages on a filter: {topic: payload}."""
+        return {topic: payload for topic, (payload, _qos) in self.broker.retained(topic_filter).items()}
+
+    def assert_retained(self, topic: str, payload: bytes | str | dict | None = None) -> bytes:
+        """A retained message exists on `topic` (with this payload, or JSON subset for a dict)."""
+        found = self.retained(topic).get(topic)
+        if found is None:
+            raise self.fail(f"expected a retained message on {topic!r}, the broker holds none")
+        if payload is not None and not self._payload_is(found, payload):
+            raise self.fail(f"retained message on {topic!r} is {found[:200]!r}, expected {payload!r}")
+        return found
+
+    def assert_not_retained(self, topic: str) -> None:
+        found = self.retained(topic).get(topic)
+        if found is not None:
+            raise self.fail(f"expected no retained message on {topic!r}, found {found[:200]!r}")
+
+    @staticmethod
+    def _payload_is(actual: bytes, wanted: bytes | str | dict) -> bool:
+        if isinstance(wanted, dict):
+            try:
+                data = json.loads(actual)
+            except ValueError:
+                return False
+            return isinstance(data, dict) and all(data.get(k, object()) == v for k, v in wanted.items())
+        return actual == (wanted.encode() if isinstance(wanted, str) else wanted)
+
+    def expect_last_will(self, topic: str, payload: bytes | str | dict | None = None, timeout: float = 10.0,
+                         retained: bool | None = None, since: int | Message = 0) -> Message:
+        """The device's last will arrives on `topic` (the broker published it for a dead client).
+
+        Give `retained=True` to also require the will to be kept as the topic's retained state.
+        """
+        where = None if payload is None else (lambda m: self._payload_is(m.payload, payload))
+        message = self.collect(1, topic, where, timeout, since)[0]
+        if retained:
+            self.assert_retained(topic, payload)
+        return message
+
+    # ------------------------------------------------------------------ commanding the device
+    def _commander(self) -> MqttClient:
+        if self._client is None or not self._client.connected:
+            self._client = self.broker.client(client_id=f"hil-telemetry-{secrets.token_hex(3)}")
+        return self._client
+
+    def publish(self, topic: str, payload: bytes | str | dict | list = b"", qos: int = 1, retain: bool = False) -> None:
+        """Send a message to the device (dicts and lists as JSON)."""
+        data = json.dumps(payload).encode() if isinstance(payload, (dict, list)) else payload
+        try:
+            self._commander().publish(topic, data, qos=qos, retain=retain)
+        except (OSError, MqttError):
+            # the broker restarted or dropped us since the last command: one fresh connection
+            self._client.close(disconnect=False)
+            self._client = None
+            self._commander().publish(topic, data, qos=qos, retain=retain)
+
+    def request(self, topic: str, payload: bytes | str | dict | list, reply_topic: str, where: Where = None,
+                timeout: float = 5.0, qos: int = 1) -> Message:
+        """Publish a command and wait for the device's reply on `reply_topic`."""
+        since = self.mark()
+        self.publish(topic, payload, qos=qos)
+        return self.expect(reply_topic, where=where, timeout=timeout, since=since)
+
+    # ------------------------------------------------------------------ saving
+    def save_jsonl(self, path: Path | str) -> Path:
+        """Write every recorded message as one JSON object a line."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.stamp_board_times()
+        with path.open("w") as out:
+            for message in self.messages:
+                out.write(json.dumps(message.to_dict()) + "\n")
+        return path

@@ -1,0 +1,203 @@
+"""pytest side of hot-loop benchmarks: the `bench` and `hot_loop` fixtures, the hot_loop marker,
+the --bench-* options, and the session's table and JSON file (logic in bench*.py).
+
+    @pytest.mark.hot_loop("app.Monitor.step", setup="app.Monitor(settings.load(app.DEFAULTS))",
+                          prelude="import app, settings", budget_us=1000, max_alloc_bytes=512)
+    def test_step(hot_loop):
+        hot_loop()          # deploys the test's firmware, times the function, judges it
+
+Budgets are judged on the numbers of the board that ran (budget_stat, default p99, probe
+overhead subtracted); estimates for the ESP32 profile are reported, never judged.
+Options: --bench-dir DIR (default .hil-bench), --bench-save NAME, --bench-compare NAME,
+--bench-no-calibrate.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from ..errors import BenchBudgetExceeded, BenchError
+from ..bench.probe import (BenchResult, Calibration, analyse, board_id,
+                    calibrate, latency, probe)
+from ..bench.report import (compare_to_baseline, histogram_png, load_baseline, run_document,
+                           save_baseline, table, write_run)
+
+MARKERS = [
+    "hot_loop(target, budget_us=None, budget_stat='p99', max_alloc_bytes=None, setup=None, prelude=None, "
+    "**probe options): time a firmware function on the board with the hot_loop fixture",
+]
+_SESSION = pytest.StashKey["BenchSession"]()
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("micropython-hil-bench", "MicroPython HIL: hot-loop benchmarks")
+    group.addoption("--bench-dir", default=None, metavar="DIR",
+                    help="where run JSON files and baselines go (default .hil-bench under the rootdir)")
+    group.addoption("--bench-save", default=None, metavar="NAME",
+                    help="save this run's benchmarks as baseline NAME")
+    group.addoption("--bench-compare", default=None, metavar="NAME",
+                    help="fail benchmarks that regressed beyond the noise of this run and baseline NAME")
+    group.addoption("--bench-no-calibrate", action="store_true", default=False,
+                    help="skip the pystone calibration (no ESP32 estimates for unix-port numbers)")
+
+
+def configure(config: pytest.Config) -> None:
+    """Register the marker and the session hooks (table, JSON); safe to call twice."""
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    if not config.pluginmanager.has_plugin("micropython-hil-bench"):
+        config.pluginmanager.register(_Hooks(), "micropython-hil-bench")
+
+
+class BenchSession:
+    """The session's benchmarks: results, calibrations per board, the baseline compared against."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        folder = Path(config.getoption("bench_dir", default=None) or ".hil-bench")
+        self.folder = folder if folder.is_absolute() else Path(config.rootpath) / folder
+        self.save_name: str | None = config.getoption("bench_save", default=None)
+        self.compare_name: str | None = config.getoption("bench_compare", default=None)
+        self.calibrate = not config.getoption("bench_no_calibrate", default=False)
+        self.results: list[BenchResult] = []
+        self.calibrations: dict[str, Calibration] = {}
+        self.calibration_errors: dict[str, str] = {}
+        self._baseline: dict | None = None
+        self.run_file: Path | None = None
+        self.baseline_file: Path | None = None
+
+    @property
+    def baseline(self) -> dict | None:
+        if self.compare_name and self._baseline is None:
+            self._baseline = load_baseline(self.folder, self.compare_name)
+        return self._baseline
+
+    def calibration_for(self, board: Any, board_key: str) -> Calibration | None:
+        """Pystone calibration of a simulated board (the unix port), once per profile."""
+        if not self.calibrate or getattr(board, "sim", None) is None:
+            return None
+        if board_key not in self.calibrations and board_key not in self.calibration_errors:
+            try:
+                self.calibrations[board_key] = calibrate(board)
+            except BenchError as e:
+                self.calibration_errors[board_key] = str(e).splitlines()[0]
+        return self.calibrations.get(board_key)
+
+
+def session_of(config: pytest.Config) -> BenchSession:
+    if _SESSION not in config.stash:
+        configure(config)
+        config.stash[_SESSION] = BenchSession(config)
+    return config.stash[_SESSION]
+
+
+class Bench:
+    """Benchmarks of one test on its board: measure() a function, latency() end to end."""
+
+    def __init__(self, board: Any, session: BenchSession, test_id: str, artifacts: Path | None) -> None:
+        self.board, self.session, self.test_id, self.artifacts = board, session, test_id, artifacts
+
+    def measure(self, target: str, *, name: str | None = None, budget_us: float | None = None,
+                budget_stat: str = "p99", max_alloc_bytes: int | None = None, **options: Any) -> BenchResult:
+        """Time `target` on the board (options: setup, prelude, iterations, duration_s, warmup,
+        gc, clock, alloc; see bench.probe), record it, and fail the test over budget or on a
+        regression against --bench-compare."""
+        # Calibrate first: before the firmware's imports fragment the board's heap.
+        cal = self.session.calibration_for(self.board, board_id(self.board, "linux"))
+        run = probe(self.board, target, **options)
+        result = analyse(run, f"{self.test_id}::{name or target}", cal)
+        return self._judge(result, budget_us, budget_stat, max_alloc_bytes)
+
+    def latency(self, stimulus: Callable[[int], None], telemetry: Any, topic: str, *,
+                name: str = "latency", budget_us: float | None = None, budget_stat: str = "p99",
+                **options: Any) -> BenchResult:
+        """End-to-end latency (see bench.latency), recorded and judged like measure()."""
+        result = latency(stimulus, telemetry, topic, board=self.board, name=f"{self.test_id}::{name}", **options)
+        return self._judge(result, budget_us, budget_stat, None)
+
+    def _judge(self, result: BenchResult, budget_us: float | None, budget_stat: str,
+               max_alloc_bytes: int | None) -> BenchResult:
+        failures = []
+        if budget_us is not None or max_alloc_bytes is not None:
+            result.budget = {"budget_us": budget_us, "stat": budget_stat, "max_alloc_bytes": max_alloc_bytes}
+            if budget_us is not None and result.stats.get(budget_stat) > budget_us:
+                failures.append(f"{budget_stat} {result.stats.get(budget_stat):.2f} us > budget {budget_us:g} us")
+            if max_alloc_bytes is not None and result.alloc_max > max_alloc_bytes:
+                failures.append(f"allocates up to {result.alloc_max} bytes per call > budget {max_alloc_bytes}")
+            result.budget["passed"] = not failures
+        if self.artifacts is not None and result.durations_us:
+            safe = re.sub(r"[^\w.-]+", "_", result.name.rpartition("::")[2]).strip("_")
+            png = histogram_png(self.artifacts / f"bench-{safe}.png", result.durations_us, budget=budget_us)
+            result.info["png"] = str(png)
+        self.session.results.append(result)
+        baseline = self.session.baseline
+        if baseline is not None:
+            cmp = compare_to_baseline(result, baseline, self.session.compare_name or "")
+            if cmp is not None and cmp.regressed:
+                unit = "reference-kernel units" if result.kind == "hot_loop" else "us"
+                failures.append(f"regressed against baseline {self.session.compare_name}: {cmp.describe(unit)}")
+        if failures:
+            raise BenchBudgetExceeded(f"{result.target} on {result.board}: " + "; ".join(failures))
+        return result
+
+
+@pytest.fixture
+def bench(request: pytest.FixtureRequest, board: Any, hil_artifacts: Path) -> Bench:
+    """Benchmarks on this test's board: bench.measure("app.step", ...), bench.latency(...)."""
+    return Bench(board, session_of(request.config), request.node.nodeid, hil_artifacts)
+
+
+@pytest.fixture
+def hot_loop(request: pytest.FixtureRequest, bench: Bench) -> Iterator[Callable[..., BenchResult]]:
+    """Runs the test's @pytest.mark.hot_loop: deploys the test's firmware (unless deploy=False),
+    times the target, fails the test over budget or on a regression. Keyword overrides win."""
+    marker = request.node.get_closest_marker("hot_loop")
+    if marker is None or not marker.args:
+        pytest.fail(f"{request.node.nodeid}: the hot_loop fixture needs "
+                    "@pytest.mark.hot_loop('module.function', budget_us=...)", pytrace=False)
+
+    def run(**overrides: Any) -> BenchResult:
+        options = {**marker.kwargs, **overrides}
+        if options.pop("deploy", True) and _has_firmware(request):
+            request.getfixturevalue("firmware").deploy(bench.board)
+        return bench.measure(marker.args[0], **options)
+
+    yield run
+
+
+def _has_firmware(request: pytest.FixtureRequest) -> bool:
+    config = request.config
+    return bool(request.node.get_closest_marker("firmware") or config.getoption("firmware", default=None)
+                or config.getini("hil_firmware"))
+
+
+class _Hooks:
+    """Session-end output: the run's JSON file, the baseline, and the terminal table."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        bs = session.config.stash.get(_SESSION, None)
+        if bs is None or not bs.results:
+            return
+        doc = run_document(bs.results, bs.calibrations)
+        bs.run_file = write_run(bs.folder, doc)
+        if bs.save_name:
+            bs.baseline_file = save_baseline(bs.folder, bs.save_name, doc)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        bs = config.stash.get(_SESSION, None)
+        if bs is None or not bs.results:
+            return
+        tr = terminalreporter
+        tr.section("hot-loop benchmarks")
+        for line in table(bs.results, bs.calibrations):
+            tr.write_line(line)
+        for key, why in bs.calibration_errors.items():
+            tr.write_line(f"no ESP32 estimate for {key}: {why}")
+        if bs.run_file:
+            tr.write_line(f"run saved to {bs.run_file}")
+        if bs.baseline_file:
+            tr.write_line(f"baseline {bs.save_name} saved to {bs.baseline_file}")

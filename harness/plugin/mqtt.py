@@ -1,0 +1,141 @@
+"""pytest fixtures for the broker, the telemetry recorder and the HTTP cloud (plugin.py imports them).
+
+Options: --broker amqtt|mosquitto|[USER:PASSWORD@]HOST:PORT, --broker-scope session|function,
+--broker-lan (listen on the LAN with generated credentials, for real boards on a bench).
+Each test's traffic is saved as telemetry.jsonl in the folder of the `hil_artifacts` fixture
+when the plugin provides one, else in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from ..mqtt.broker import Broker, BrokerError, MosquittoBroker, make_broker
+from ..cloud import Cloud
+from ..mqtt.telemetry import Telemetry
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("micropython-hil-mqtt", "MicroPython HIL: broker and telemetry")
+    group.addoption("--broker", default="amqtt", metavar="KIND",
+                    help="MQTT broker: amqtt (embedded, default), mosquitto, or [USER:PASSWORD@]HOST:PORT")
+    group.addoption("--broker-scope", default="session", choices=("session", "function"),
+                    help="one broker for the whole session (default) or a fresh one per test")
+    group.addoption("--broker-lan", action="store_true", default=False,
+                    help="listen on the LAN (with generated credentials) so real boards can connect")
+
+
+def _make(config: pytest.Config) -> Broker:
+    spec = config.getoption("--broker", default="amqtt")
+    lan = config.getoption("--broker-lan", default=False)
+    if spec == "mosquitto" and (reason := MosquittoBroker.available()):
+        pytest.skip(f"--broker mosquitto: {reason}")
+    try:
+        return make_broker(spec, lan=lan).start()
+    except BrokerError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def _hil_session_broker(pytestconfig: pytest.Config) -> Iterator[Broker | None]:
+    if pytestconfig.getoption("--broker-scope", default="session") != "session":
+        yield None
+        return
+    broker = _make(pytestconfig)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(pytestconfig: pytest.Config, _hil_session_broker: Broker | None) -> Iterator[Broker]:
+    """The MQTT broker boards connect to (kind and scope from --broker and --broker-scope)."""
+    if _hil_session_broker is not None:
+        yield _hil_session_broker
+        return
+    fresh = _make(pytestconfig)
+    try:
+        yield fresh
+    finally:
+        fresh.stop()
+
+
+@pytest.fixture
+def telemetry(request: pytest.FixtureRequest, broker: Broker, tmp_path: Path) -> Iterator[Telemetry]:
+    """Every message routed during the test, with the domain checks; saved as telemetry.jsonl."""
+    try:
+        folder = Path(request.getfixturevalue("hil_artifacts"))
+    except pytest.FixtureLookupError:
+        folder = tmp_path
+    recorder = Telemetry(broker)
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+        recorder.save_jsonl(folder / "telemetry.jsonl")
+
+
+@pytest.fixture
+def cloud() -> Iterator[Cloud]:
+    """An HTTP endpoint recording the device's requests and answering as configured."""
+    with Cloud() as endpoint:
+        yield endpoint
+
+
+# Prepended to micropython_mqtt scripts: where the broker is, and a connect() that sets
+# TCP_NODELAY (umqtt writes each packet in pieces; without it every QoS 1 round trip costs ~40 ms).
+_PRELUDE = """\
+from umqtt.simple import MQTTClient
+HOST, PORT, USER, PASSWORD = {host!r}, {port!r}, {user!r}, {password!r}
+
+def connect(client_id, clean=True, keepalive=0, will=None, cls=MQTTClient):
+    c = cls(client_id, HOST, PORT, user=USER, password=PASSWORD, keepalive=keepalive)
+    if will:
+        c.set_last_will(*will)
+    c.connect(clean)
+    c.sock.setsockopt(6, 1, 1)
+    return c
+
+"""
+
+
+@pytest.fixture
+def micropython_mqtt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start MicroPython unix-port scripts with umqtt.simple/robust importable; killed by pid after.
+
+    spawn(script, broker=b) prepends HOST, PORT, USER, PASSWORD and a `connect(client_id, clean=True,
+    keepalive=0, will=None)` helper returning a connected umqtt client.
+    """
+    from ..deploy import packages
+
+    lib = packages.ensure(["umqtt.simple", "umqtt.robust"])
+    started: list[subprocess.Popen] = []
+
+    def spawn(script: str, *args: str, broker: Broker | None = None) -> subprocess.Popen:
+        path = tmp_path / f"mpy_{len(started)}.py"
+        if broker is not None:
+            user, password = broker.credentials or (None, None)
+            script = _PRELUDE.format(host=broker.host, port=broker.port, user=user, password=password) + script
+        path.write_text(script)
+        env = dict(os.environ, MICROPYPATH=f".frozen:{lib}")
+        proc = subprocess.Popen(["micropython", str(path), *args], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc
+
+    try:
+        yield spawn
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
