@@ -306,8 +306,7 @@ _connect()
 
 
 # --- resets: tell the host, then end the process with the cause's exit code ------------------
-# Codes mirror harness/simulator.py (EXIT_*): the board layer relaunches after any of them.
-EXIT_CODES = {"hard": 80, "soft": 81, "deepsleep": 82, "brownout": 83, "wdt": 84}
+from _simprotocol import EXIT_CODES  # the board layer relaunches after any of them
 pending_exit = None
 _reset_acked = False  # the host has recorded our reset report (see reset_now)
 rtc_memory = bytearray(bytes.fromhex(boot["rtc_mem"] or ""))

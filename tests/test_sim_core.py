@@ -9,8 +9,10 @@ import time
 import pytest
 
 from micropython_hil.plugin.sim import sim_process  # noqa: F401  (fixture)
-from micropython_hil.sim.simulator import (EXIT_BROWNOUT, EXIT_DEEPSLEEP, EXIT_HARD_RESET, EXIT_SOFT_RESET,
-                               EXIT_WDT, Signal, Simulator, SimulatorError)
+from micropython_hil.errors import SimulatorError
+from micropython_hil.sim.inputs import Signal
+from micropython_hil.sim.protocol import EXIT_BROWNOUT, EXIT_DEEPSLEEP, EXIT_HARD_RESET, EXIT_SOFT_RESET, EXIT_WDT
+from micropython_hil.sim.simulator import Simulator
 
 
 @pytest.fixture

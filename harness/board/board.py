@@ -23,7 +23,7 @@ from .console import Console
 from ..errors import (BoardConnectionError, BoardCrashed, BoardError, BoardRebooted, BoardTimeout,
                      FirmwareError)
 from .firmware_run import FirmwareRun
-from ..sim.simulator import RESET_EXIT_CODES, ROM_RESET_LINES
+from ..sim.protocol import RESET_EXIT_CODES, ROM_RESET_LINES
 from .transport import ReplTransport, find_esp32_port
 
 DEFAULT_TIMEOUT = 10.0

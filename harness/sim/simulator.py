@@ -26,27 +26,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .profiles import SIM_ROOT, Profile, load_profile
+from .protocol import RESET_EXIT_CODES
 from ..errors import SimulatorError
 from .inputs import (AdcHandle, ByteHandle, PartHandle, PinHandle, Signal, WifiHandle,  # noqa: F401
                          part_info)
 
-# Exit codes of the board's process (mirrored in simulated_boards/_simcore.py EXIT_CODES).
-EXIT_HARD_RESET = 80   # machine.reset(), watchdog-free hard reset
-EXIT_SOFT_RESET = 81   # machine.soft_reset()
-EXIT_DEEPSLEEP = 82    # machine.deepsleep(ms): relaunch after the (virtual) sleep
-EXIT_BROWNOUT = 83     # sim.brownout(): power dip, RTC memory lost
-EXIT_WDT = 84          # machine.WDT not fed in time
-RESET_EXIT_CODES = {EXIT_HARD_RESET: "hard", EXIT_SOFT_RESET: "soft", EXIT_DEEPSLEEP: "deepsleep",
-                    EXIT_BROWNOUT: "brownout", EXIT_WDT: "wdt"}
-# What an ESP32's ROM prints after each kind of reset: the board layer writes it to the console
-# when it relaunches, so tests and logs see a reboot as on the chip.
-ROM_RESET_LINES = {
-    EXIT_HARD_RESET: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    EXIT_SOFT_RESET: "soft reboot",
-    EXIT_DEEPSLEEP: "rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    EXIT_BROWNOUT: "rst:0xf (RTCWDT_BROWN_OUT_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    EXIT_WDT: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-}
 # machine.reset_cause() values of the esp32 port; a brown-out reads as a power-on reset there.
 _CAUSE_CODES = {"pwron": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5, "brownout": 1}
 TIMER_WAKE, EXT0_WAKE, EXT1_WAKE = 4, 2, 3
@@ -382,6 +366,19 @@ class Simulator:
                 self._conn.sendall(json.dumps(msg).encode() + b"\n")
             except OSError:
                 self._drop_conn()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `predicate()` holds, re-checked each time the board reports something
+        (publish, reset, output, ...); its last value. Lets host code wait on the simulator's
+        records instead of polling them."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
 
     def _wait_for(self, cond: Callable[[], bool], timeout: float | None, what: str) -> None:
         deadline = time.monotonic() + (self.reply_timeout if timeout is None else timeout)
