@@ -1,0 +1,1 @@
+"""The team's own helpers (named `harness`, as test helpers often are)."""
