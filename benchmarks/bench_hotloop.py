@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from micropython_hil.bench.probe import analyse, probe  # noqa: E402
+from micropython_hil.bench import analyse, probe  # noqa: E402
 from micropython_hil.bench.stats import coefficient_of_variation  # noqa: E402
 from micropython_hil.board.board import Board  # noqa: E402
 from micropython_hil.deploy.firmware import Firmware  # noqa: E402

@@ -3,7 +3,8 @@ time: sleeps and ticks follow the wall clock, so a known sleep takes its real ti
 
 import pytest
 
-from micropython_hil.bench.probe import BenchError, analyse, calibrate, probe
+from micropython_hil.bench import analyse, calibrate, probe
+from micropython_hil.errors import BenchError
 
 pytestmark = pytest.mark.sim(time="real")
 

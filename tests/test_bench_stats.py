@@ -7,7 +7,9 @@ import zlib
 
 import pytest
 
-from micropython_hil.bench.probe import BenchError, BenchResult, analyse, ProbeRun, scaled
+from micropython_hil.bench import BenchResult, ProbeRun, analyse
+from micropython_hil.bench.calibration import scaled
+from micropython_hil.errors import BenchError
 from micropython_hil.bench.report import (compare_to_baseline, histogram_png, load_baseline, read_png_size,
                                   run_document, save_baseline, table)
 from micropython_hil.bench.stats import (block_medians, coefficient_of_variation, compare, histogram, quantile,

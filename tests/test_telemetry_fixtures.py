@@ -6,11 +6,7 @@ import json
 
 
 CONFTEST = """
-from micropython_hil.plugin.mqtt import add_options, broker, telemetry, cloud, micropython_mqtt, _hil_session_broker
 import pytest
-
-def pytest_addoption(parser):
-    add_options(parser)
 
 @pytest.fixture
 def hil_artifacts(request):
@@ -36,7 +32,7 @@ def test_second_uses_same_session_broker(broker, telemetry):
 def test_fixtures_record_and_save_traffic_per_test(pytester):
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_fx=TEST)
-    result = pytester.runpytest_inprocess("-p", "no:micropython_hil", "-p", "no:cacheprovider", "--broker-scope", "function")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--broker-scope", "function")
     result.assert_outcomes(passed=2)
     saved = pytester.path / "artifacts" / "test_device" / "telemetry.jsonl"
     records = [json.loads(line) for line in saved.read_text().splitlines()]
@@ -46,6 +42,6 @@ def test_fixtures_record_and_save_traffic_per_test(pytester):
 def test_unknown_broker_option_is_a_usage_error(pytester):
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_fx="def test_x(broker):\n    pass\n")
-    result = pytester.runpytest_inprocess("-p", "no:micropython_hil", "-p", "no:cacheprovider", "--broker", "bogus")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--broker", "bogus")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*UsageError: --broker 'bogus': expected amqtt, mosquitto or*"])

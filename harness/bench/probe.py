@@ -1,5 +1,5 @@
-"""Hot-loop timing on the device: a probe times a firmware function unmodified, the host does the
-statistics (bench_stats) and the reporting (bench_report).
+"""Hot-loop timing on the device: a probe times a firmware function unmodified; the host does the
+statistics (stats.py), the ESP32 estimate (calibration.py) and the reporting (report.py).
 
 The probe is MicroPython code sent through board.exec. It resolves a dotted name on the board
 ("app.step", or "app.Monitor.step" on an instance built by a `setup` expression), calls it for a
@@ -11,14 +11,6 @@ array('i'), so 10,000 samples cost 40 KB of serial traffic and no per-sample for
 On the simulated board the probe reads the unix port's built-in clock, not the simulator's
 board clock: it measures CPU time, whatever the time mode.
 
-Calibration: the unix port is not an ESP32. `calibrate()` runs pystone_lowmem (installed at
-bench time from micropython-lib's PyPI upload, never committed) on the board and compares it
-with a published ESP32 figure: 1602 pystones/s at 240 MHz, MicroPython v1.12 on an ESP32 module
-without PSRAM (micropython/micropython issue #6565; #5673 reports 1661). Assumption: the
-interpreter's speed scales linearly with the CPU clock (so the 160 MHz esp32 profile expects
-1068) and the firmware's code mixes operations like pystone does. Shim-heavy code (the simulated
-ADC is Python, the chip's is C) makes the estimate pessimistic. Every number keeps the name of
-the board that produced it; an estimate is labelled as one.
 """
 
 from __future__ import annotations
@@ -26,16 +18,15 @@ from __future__ import annotations
 import ast
 import binascii
 import sys
-import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .stats import Stats, block_medians, summarize, trimmed_mean
-from ..errors import BenchError, BoardError, HarnessError
+from .calibration import scaled
+from .result import BenchResult, Calibration, board_id
+from .stats import block_medians, summarize, trimmed_mean
+from ..errors import BenchError, BoardError
 
-ESP32_PYSTONES = 1602.0      # pystones/s, see the module docstring for the source
-ESP32_REF_HZ = 240_000_000   # the CPU clock that figure was measured at
 GC_MODES = ("collect", "running", "off")
 CLOCKS = ("auto", "us", "cpu")
 
@@ -188,44 +179,10 @@ class ProbeRun:
     info: dict = field(default_factory=dict)
 
 
-@dataclass
-class BenchResult:
-    """One benchmark: raw and overhead-corrected statistics, allocation, and verdict inputs."""
-
-    name: str
-    target: str
-    board: str
-    board_id: str
-    raw: Stats                       # as timed, probe overhead included
-    stats: Stats                     # probe overhead subtracted from every location statistic
-    overhead_us: float
-    tick_us: float
-    alloc_median: float              # bytes per call
-    alloc_max: int
-    gc_collections: int              # calls during which a collection ran
-    blocks: list[float]              # block medians in reference-kernel units, for baselines
-    durations_us: list[float] = field(repr=False, default_factory=list)
-    kind: str = "hot_loop"           # or "latency"
-    gc: str = "collect"
-    wall_s: float = 0.0
-    scale: "Calibration | None" = None
-    estimate: Stats | None = None    # stats scaled to the reference chip (unix boards only)
-    budget: dict = field(default_factory=dict)
-    comparison: Any = None
-    info: dict = field(default_factory=dict)
-
-
-def board_id(board: Any, platform: str = "") -> str:
-    """What must match between a baseline and a run: board kind, platform and simulated profile."""
-    sim = getattr(board, "sim", None)
-    profile = sim.profile.name if sim is not None else "hardware"
-    return f"{getattr(board, 'kind', 'board')}:{platform or '?'}:{profile}"
-
-
 def _install_probe(board: Any) -> None:
-    if not getattr(board, "_hil_probe_installed", False) or board.eval("'_hil_probe' in globals()") is not True:
+    # Asked every time (one round trip): a reset or another test may have cleared the board's globals.
+    if board.eval("'_hil_probe' in globals()") is not True:
         board.exec(_PROBE)
-        board._hil_probe_installed = True
 
 
 def probe(board: Any, target: str, *, setup: str | None = None, prelude: str | None = None,
@@ -331,99 +288,3 @@ def normalized_blocks(durations_us: list[float], reference_us: list[float], tick
     return [t / r if r > 0 else t for t, r in zip(targets, refs)]
 
 
-def scaled(stats: Stats, factor: float) -> Stats:
-    """Every time statistic multiplied by `factor` (an estimate for another chip)."""
-    return Stats(n=stats.n, **{k: getattr(stats, k) * factor for k in Stats.LOCATION + ("stdev", "jitter")})
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How fast the board runs pystone against the reference chip: factor = ref time / board time."""
-
-    board: str
-    board_id: str
-    pystones: float           # measured on this board
-    reference: str            # the chip the estimate is for
-    reference_pystones: float
-    factor: float             # multiply this board's times by it to estimate the reference's
-
-    def describe(self) -> str:
-        if self.factor == 1.0:
-            return f"{self.board}: {self.pystones:.0f} pystones/s (measured on the chip itself)"
-        return (f"{self.board}: {self.pystones:.0f} pystones/s; {self.reference} estimated at "
-                f"{self.reference_pystones:.0f} pystones/s -> times x{self.factor:.1f} "
-                f"(estimate: assumes linear CPU-clock scaling and pystone-like code)")
-
-
-def calibrate(board: Any, loops: int = 500, repeats: int = 3) -> Calibration:
-    """Run pystone_lowmem on the board (best of `repeats`) and derive the scale factor to the
-    ESP32 profile the board simulates. A real board is its own reference (factor 1)."""
-    from ..deploy import packages
-    name = getattr(board, "name", "board")
-    try:
-        lib = packages.ensure(["pystone_lowmem"])
-    except HarnessError as e:
-        raise BenchError(f"calibration needs micropython-lib's pystone_lowmem and it could not be "
-                         f"installed: {str(e).splitlines()[0]}") from None
-    board.put(lib / "pystone_lowmem.py", "lib/pystone_lowmem.py" if board.exists("lib") else "pystone_lowmem.py")
-    # pystone_lowmem times itself with utime: give it the built-in clock, not the simulator's.
-    code = ("import sys\n"
-            "def _hil_bi(n):\n saved = sys.path[:]\n mine = sys.modules.pop(n, None)\n del sys.path[:]\n"
-            " try:\n  return __import__(n)\n finally:\n  sys.path.extend(saved)\n"
-            "  if mine is not None: sys.modules[n] = mine\n"
-            "_hil_saved = sys.modules.get('utime')\nsys.modules['utime'] = _hil_bi('time')\n"
-            "sys.modules.pop('pystone_lowmem', None)\nimport pystone_lowmem\n"
-            "if _hil_saved is None: sys.modules.pop('utime')\nelse: sys.modules['utime'] = _hil_saved\n"
-            "import gc\ngc.collect()\n")
-    try:
-        board.exec(code)
-        ms, _ = board.eval(f"pystone_lowmem.pystones({loops})", timeout=120)
-        # pystone times in whole milliseconds: run long enough (~200 ms) for 0.5 % resolution.
-        loops = max(loops, int(loops * 200 / max(ms, 1)))
-        best = max(board.eval(f"pystone_lowmem.pystones({loops})[1]", timeout=120) for _ in range(repeats))
-        platform = board.eval("__import__('sys').platform")
-        board.exec("del pystone_lowmem\nsys.modules.pop('pystone_lowmem', None)\ngc.collect()")
-    except BoardError as e:
-        raise BenchError(f"{name}: calibration failed: {str(e).splitlines()[0]}") from None
-    if not best:
-        raise BenchError(f"{name}: pystone ran too fast to time with {loops} loops; raise loops=")
-    bid = board_id(board, platform)
-    sim = getattr(board, "sim", None)
-    if sim is None:
-        return Calibration(name, bid, float(best), name, float(best), 1.0)
-    ref_hz = sim.profile.cpu_freq
-    ref = ESP32_PYSTONES * ref_hz / ESP32_REF_HZ
-    label = f"{sim.profile.name} profile ({ref_hz / 1e6:.0f} MHz)"
-    return Calibration(name, bid, float(best), label, ref, best / ref)
-
-
-def latency(stimulus: Callable[[int], None], telemetry: Any, topic: str, *, where: Any = None,
-            where_each: Callable[[int], Any] | None = None, repetitions: int = 30, timeout: float = 5.0, run: Any = None,
-            name: str = "latency", board: Any = None) -> BenchResult:
-    """End-to-end latency: call stimulus(i) (e.g. sim.adc(36).set(...)) and time until the next
-    message on `topic` (matching `where`, or where_each(i)) reaches the broker, `repetitions` times. Host clock,
-    so it includes the simulator's channel, the firmware's loop, MQTT and the broker."""
-    samples: list[float] = []
-    for i in range(repetitions):
-        mark = telemetry.mark()
-        t0 = time.time()
-        stimulus(i)
-        try:
-            message = telemetry.expect(topic, where=where_each(i) if where_each else where,
-                                       timeout=timeout, since=mark)
-        except AssertionError:
-            if run is not None and not run.running:
-                why = f"{type(run.error).__name__}: {str(run.error).splitlines()[0]}" if run.error else "it returned"
-                raise BenchError(f"{getattr(board, 'name', 'board')}: the firmware stopped during latency "
-                                 f"repetition {i + 1} ({why})") from None
-            raise BenchError(f"no message on {topic} within {timeout} s after stimulus {i + 1} "
-                             f"(of {repetitions}); is the input change one the firmware reports?") from None
-        samples.append(max(0.0, (message.arrival - t0) * 1e6))
-    stats = summarize(samples)
-    platform = "linux" if getattr(board, "kind", "") == "unix" else "device"
-    bid = board_id(board, platform) if board is not None else "host"
-    return BenchResult(name=name, target=f"{topic} after stimulus", board=getattr(board, "name", "host"),
-                       board_id=bid, raw=stats, stats=stats, overhead_us=0.0, tick_us=0.0,
-                       alloc_median=0.0, alloc_max=0, gc_collections=0,
-                       blocks=block_medians(samples, 0.0, blocks=max(2, min(10, repetitions // 3))),
-                       durations_us=samples, kind="latency", wall_s=0.0)

@@ -33,7 +33,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable
 
-from .probe import BenchResult, Calibration
+from .result import BenchResult, Calibration
 from ..errors import BenchError
 from .stats import Comparison, compare, histogram
 

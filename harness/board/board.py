@@ -23,6 +23,7 @@ from .console import Console
 from ..errors import (BoardConnectionError, BoardCrashed, BoardError, BoardRebooted, BoardTimeout,
                      FirmwareError)
 from .firmware_run import FirmwareRun
+from .spec import BoardSpec
 from ..sim.protocol import RESET_EXIT_CODES, ROM_RESET_LINES
 from .transport import ReplTransport, find_esp32_port
 
@@ -403,18 +404,13 @@ class Board:
         return f"<Board {self.name}>"
 
 
-def open_board(spec: str, micropython: str | None = None, sim: Any = None,
+def open_board(spec: "BoardSpec | str", micropython: str | None = None, sim: Any = None,
                timeout: float = DEFAULT_TIMEOUT) -> Board:
     """Open a board from a `--board` spec: `unix`, `unix:PROFILE`, `serial:PORT`, `serial:auto`."""
-    kind, _, arg = spec.partition(":")
-    if kind == "unix":
+    spec = spec if isinstance(spec, BoardSpec) else BoardSpec.parse(spec)
+    if spec.kind == "unix":
         return Board.unix(micropython=micropython, sim=sim, timeout=timeout)
-    if kind == "serial":
-        if not arg:
-            raise BoardConnectionError(spec, "name the port: serial:/dev/ttyUSB0, serial:auto or "
-                                       "serial:rfc2217://host:port")
-        return Board.serial(arg, timeout=timeout)
-    raise BoardConnectionError(spec, "unknown board kind; use unix, unix:PROFILE, serial:PORT or serial:auto")
+    return Board.serial(spec.port, timeout=timeout)
 
 
 def _unix_env(root: Path, sim: Any) -> dict[str, str]:

@@ -37,6 +37,7 @@ import json
 from typing import Any
 
 from ..errors import HarnessError
+from ..secret import secret
 
 CONFIG_FILE = "hil_config.json"
 SCHEMA_VERSION = 1
@@ -82,9 +83,10 @@ def build_config(broker: Any, client_id: str, *, wifi: tuple[str, str] | None = 
     user, password = broker.credentials or (None, None)
     return {
         "version": SCHEMA_VERSION,
-        "mqtt": {"host": broker.host, "port": broker.port, "user": user, "password": password,
+        # Passwords as Secrets: the file on the board gets them, a printed config does not.
+        "mqtt": {"host": broker.host, "port": broker.port, "user": user, "password": secret(password),
                  "client_id": client_id, "keepalive": keepalive},
-        "wifi": {"ssid": wifi[0], "password": wifi[1]} if wifi else None,
+        "wifi": {"ssid": wifi[0], "password": secret(wifi[1])} if wifi else None,
         "http": {"base_url": cloud_url} if cloud_url else None,
         "topic_prefix": topic_prefix,
         "extra": dict(extra or {}),

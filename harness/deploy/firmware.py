@@ -54,7 +54,11 @@ class Firmware:
         if not path.exists():
             known = sorted(p.stem for p in (self.path / "schemas").glob("*.json"))
             raise FirmwareError(f"firmware {self.name} has no schema {name!r} (known: {', '.join(known) or 'none'})")
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise FirmwareError(f"schema file {path} is not valid JSON: line {e.lineno} column {e.colno}: "
+                                f"{e.msg}") from None
 
     def stage(self, into: Path) -> Path:
         """The exact tree the board gets: the folder, included libs and packages under lib/."""

@@ -129,7 +129,7 @@ def _fetch_pypi(name: str, version: str | None) -> tuple[str, dict[str, bytes], 
         if exc.code == 404:
             what = f"{name}=={version}" if version else name
             raise PackageError(f"unknown MicroPython package {what!r}: PyPI has no {project}"
-                               f"{' version ' + version if version else ''}; check the name in the firmware manifest") from exc
+                               f"{' version ' + version if version else ''}; check the name in the firmware manifest") from None
         raise
     release = meta["info"]["version"]
     sdists = [u for u in meta["urls"] if u["packagetype"] == "sdist"]
@@ -168,7 +168,7 @@ def _fetch(name: str, version: str | None) -> tuple[str, dict[str, bytes], list[
         return _fetch_pypi(name, version)
     except (urllib.error.URLError, OSError) as exc:
         raise PackageError(f"MicroPython package {name!r} is not cached in {cache_dir()} and the package index "
-                           f"is unreachable ({exc}); run once with network access to fill the cache") from exc
+                           f"is unreachable ({exc}); run once with network access to fill the cache") from None
 
 
 def _store(root: Path, name: str, version: str, files: dict[str, bytes], deps: list[str]) -> Path:

@@ -1,52 +1,59 @@
-"""pytest glue only: options, markers, fixtures and report sections of the MicroPython HIL harness.
+"""The pytest plugin (entry point `micropython_hil.plugin`): hooks only.
 
-The logic lives in the modules imported here; each area keeps its fixtures in fixtures_*.py.
+Options live in options.py (parsed once into config.stash); each area's fixtures live in its own
+module here (board, sim, mqtt, netfault, firmware, bench, fuzz) and are re-exported below, since
+pytest collects fixtures from the plugin module's namespace.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import pytest
 
-from . import bench as fixtures_bench, board as fixtures_board, firmware as fixtures_firmware, \
-    fuzz as fixtures_fuzz, mqtt as fixtures_mqtt, netfault as fixtures_netfault, sim as fixtures_sim
-from .board import board, firmware_dir, hil_artifacts, _module_board  # noqa: F401  (fixtures)
+from .. import tempdirs
+# Aliased: the fixtures re-exported below include ones named `board` and `bench`.
+from . import bench as bench_area, board as board_area, firmware as firmware_area, fuzz as fuzz_area
+from . import mqtt as mqtt_area, netfault as netfault_area, sim as sim_area
+from .options import add_options, parse_options
 
-# The other areas: each offers add_options(parser), its fixtures, maybe MARKERS and configure().
-_area_modules = [fixtures_sim, fixtures_mqtt, fixtures_netfault, fixtures_firmware, fixtures_bench, fixtures_fuzz]
-for _module in _area_modules:
-    # Re-export the area's fixtures: pytest finds fixtures in a plugin module's namespace.
-    globals().update({k: v for k, v in vars(_module).items()
-                      if hasattr(v, "_fixture_function_marker") or hasattr(v, "_pytestfixturefunction")})
+_FIXTURE_MODULES = (board_area, sim_area, mqtt_area, netfault_area, firmware_area, bench_area, fuzz_area)
+for _module in _FIXTURE_MODULES:
+    globals().update({name: value for name, value in vars(_module).items()
+                      if hasattr(value, "_fixture_function_marker") or hasattr(value, "_pytestfixturefunction")})
 
-MARKERS = [
-    "board(kind): run only on this kind of board (unix or serial)",
-    "requires_hardware: needs a real board (--board serial:PORT)",
-    "requires_sim: needs the simulator (--board unix)",
-    "firmware(path): the firmware folder this test deploys, unless --firmware overrides it",
-    "sim(time=, profile=, **options): how the simulated board runs this test (time: real|fast|stepped)",
-]
+MARKERS = [*board_area.MARKERS, *bench_area.MARKERS, *fuzz_area.MARKERS]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    fixtures_board.add_options(parser)
-    for module in _area_modules:
-        if hasattr(module, "add_options"):
-            module.add_options(parser)
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    fixtures_board.ensure_env_board(config)
-    for module in _area_modules:
-        for line in getattr(module, "MARKERS", []):
-            config.addinivalue_line("markers", line)
-        if hasattr(module, "configure"):  # an area's session hooks
-            module.configure(config)
+    parse_options(config)
+    bench_area.configure(config)
+    tempdirs.remove_stale()  # what a killed run left: its boards' flash, its broker's config
+    _teardown_on_sigterm()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _teardown_on_sigterm() -> None:
+    """SIGTERM (a CI job cancelled, `kill PID`) ends the session the way Ctrl-C does, so every
+    fixture's teardown runs: boards, brokers and temp folders are released. Python's default
+    for SIGTERM ends the process at once, with no teardown."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    fixtures_board.skip_by_marker(item)
+    board_area.skip_by_marker(item)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,6 +61,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     if report.failed:  # once, in the phase that failed: the board's side of the story
-        console = fixtures_board.console_of(item)
+        console = board_area.console_of(item)
         if console:
             report.sections.append(("board console", console[-20000:]))

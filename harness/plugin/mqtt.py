@@ -1,9 +1,8 @@
-"""pytest fixtures for the broker, the telemetry recorder and the HTTP cloud (plugin.py imports them).
+"""pytest fixtures for the broker, the telemetry recorder and the HTTP cloud.
 
 Options: --broker amqtt|mosquitto|[USER:PASSWORD@]HOST:PORT, --broker-scope session|function,
 --broker-lan (listen on the LAN with generated credentials, for real boards on a bench).
-Each test's traffic is saved as telemetry.jsonl in the folder of the `hil_artifacts` fixture
-when the plugin provides one, else in the test's tmp_path.
+Each test's traffic is saved as telemetry.jsonl in the test's artifact folder.
 """
 
 from __future__ import annotations
@@ -19,32 +18,22 @@ import pytest
 from ..mqtt.broker import Broker, BrokerError, MosquittoBroker, make_broker
 from ..cloud import Cloud
 from ..mqtt.telemetry import Telemetry
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micropython-hil-mqtt", "MicroPython HIL: broker and telemetry")
-    group.addoption("--broker", default="amqtt", metavar="KIND",
-                    help="MQTT broker: amqtt (embedded, default), mosquitto, or [USER:PASSWORD@]HOST:PORT")
-    group.addoption("--broker-scope", default="session", choices=("session", "function"),
-                    help="one broker for the whole session (default) or a fresh one per test")
-    group.addoption("--broker-lan", action="store_true", default=False,
-                    help="listen on the LAN (with generated credentials) so real boards can connect")
+from .options import options
 
 
 def _make(config: pytest.Config) -> Broker:
-    spec = config.getoption("--broker", default="amqtt")
-    lan = config.getoption("--broker-lan", default=False)
-    if spec == "mosquitto" and (reason := MosquittoBroker.available()):
+    opts = options(config)
+    if opts.broker == "mosquitto" and (reason := MosquittoBroker.available()):
         pytest.skip(f"--broker mosquitto: {reason}")
     try:
-        return make_broker(spec, lan=lan).start()
+        return make_broker(opts.broker, lan=opts.broker_lan).start()
     except BrokerError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.fixture(scope="session")
 def _hil_session_broker(pytestconfig: pytest.Config) -> Iterator[Broker | None]:
-    if pytestconfig.getoption("--broker-scope", default="session") != "session":
+    if options(pytestconfig).broker_scope != "session":
         yield None
         return
     broker = _make(pytestconfig)
@@ -68,18 +57,14 @@ def broker(pytestconfig: pytest.Config, _hil_session_broker: Broker | None) -> I
 
 
 @pytest.fixture
-def telemetry(request: pytest.FixtureRequest, broker: Broker, tmp_path: Path) -> Iterator[Telemetry]:
+def telemetry(broker: Broker, hil_artifacts: Path) -> Iterator[Telemetry]:
     """Every message routed during the test, with the domain checks; saved as telemetry.jsonl."""
-    try:
-        folder = Path(request.getfixturevalue("hil_artifacts"))
-    except pytest.FixtureLookupError:
-        folder = tmp_path
     recorder = Telemetry(broker)
     try:
         yield recorder
     finally:
         recorder.close()
-        recorder.save_jsonl(folder / "telemetry.jsonl")
+        recorder.save_jsonl(hil_artifacts / "telemetry.jsonl")
 
 
 @pytest.fixture
