@@ -12,13 +12,13 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from mpremote.transport_serial import SerialTransport
 
 from micropython_hil.board.board import Board
+from micropython_hil import tempdirs
 from micropython_hil.board.unix_port import UnixPort
 
 
@@ -44,8 +44,8 @@ def make_firmware(folder: Path, total: int = 100 * 1024, files: int = 10) -> Non
         (folder / f"module_{i}.py").write_bytes(body[: total // files])
 
 
-def bench(n: int) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="bench-transport-"))
+def bench(n: int, work: Path) -> dict:
+    """The figures, with every file made under `work` (the caller removes it)."""
     fw = work / "fw"
     fw.mkdir()
     make_firmware(fw)
@@ -69,7 +69,8 @@ def bench(n: int) -> dict:
             board.deploy(fw, dest="lib", force=True)
             deploy_times.append(time.perf_counter() - start)
 
-    root = Path(tempfile.mkdtemp(prefix="bench-mpremote-"))
+    root = work / "mpremote"
+    root.mkdir()
     port = UnixPort(root, name="mpremote-baseline")
     port.start()
     try:
@@ -115,7 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="exec round trips per side")
     args = parser.parse_args()
-    result = bench(args.n)
+    work = tempdirs.make_temp_dir("bench-transport")
+    try:
+        result = bench(args.n, work)
+    finally:
+        tempdirs.remove(work)
     for key, value in result.items():
         if key != "targets_met":
             print(f"{key:32} {value}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from . import packages
 from ..board.board import Board, DeployReport
 from ..board.firmware_run import FirmwareRun
 from ..errors import FirmwareError
+from .. import tempdirs
 
 HOST_ONLY = {"manifest.json", "schemas", "README.md"}
 
@@ -78,8 +78,11 @@ class Firmware:
 
     def deploy(self, board: Board, config: dict | None = None) -> DeployReport:
         """Copy the firmware onto the board (unchanged files skipped), then its config file."""
-        with tempfile.TemporaryDirectory(prefix=f"hil-stage-{self.name}-") as tmp:
-            report = board.deploy(self.stage(Path(tmp)))
+        staging = tempdirs.make_temp_dir("stage")
+        try:
+            report = board.deploy(self.stage(staging))
+        finally:
+            tempdirs.remove(staging)
         if config is not None:
             from .device_config import CONFIG_FILE, dumps
             board.put_bytes(dumps(config).encode(), CONFIG_FILE)
