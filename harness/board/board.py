@@ -1,47 +1,45 @@
-"""Board: one API over a MicroPython unix-port process and an ESP32 on a serial port.
+"""Board: one API over every kind of MicroPython board, written once over the raw REPL.
 
-Everything above the transport is the same code for both: exec/eval, files, deploy,
-reset, running the firmware in the background while the test reads its console.
+exec/eval, files, deploy, running the firmware in the background while the test reads its
+console, reset and close are the same code for every kind. What differs (how to interrupt,
+whether a process can crash or be relaunched, how a reset is done, what close releases) is a
+small set of hooks each kind overrides: UnixBoard (unix_board.py: the unix port behind a pty,
+optionally a simulated ESP32) and SerialBoard (serial_board.py: a chip on a serial port).
+
+The kinds register themselves under their `kind` name when their module is imported (the
+package's __init__ imports both), which is how `Board.unix()`, `Board.serial()` and
+`open_board()` reach them without this module importing theirs.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import itertools
-import shutil
-import tempfile
-import time
+import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, ClassVar, Iterable
 
 import serial
 
-from . import unix_port
 from .console import Console
-from ..errors import (BoardConnectionError, BoardCrashed, BoardError, BoardRebooted, BoardTimeout,
-                     FirmwareError)
+from .device_code import HASHER, MKDIRS, RMTREE, run_script
+from ..errors import BoardConnectionError, BoardError, BoardRebooted, BoardTimeout, FirmwareError
 from .firmware_run import FirmwareRun
 from .spec import BoardSpec
-from ..sim.protocol import RESET_EXIT_CODES, ROM_RESET_LINES
-from .transport import ReplTransport, find_esp32_port
+from .transport import ReplTransport
+from .unix_port import UnixPort
 
 DEFAULT_TIMEOUT = 10.0
 # Bytes per write command when uploading: big enough that raw-paste flow control, not
 # round trips, sets the pace; small enough for a 110 KB heap.
 UPLOAD_CHUNK = 4096
-_names = itertools.count(1)
-
-# Runs a script the way the chip runs main.py at boot: __name__ == "__main__", and
-# tracebacks that name the file.
-_RUN_SCRIPT = "exec(compile(open({path!r}).read(), {path!r}, 'exec'), {{'__name__': '__main__'}})"
 
 
-def _board_path(path: str) -> str:
+def board_path(path: str) -> str:
     """Board paths are relative to the board's root (cwd): '/lib/x.py' and 'lib/x.py' agree."""
-    path = path.replace("\\", "/").strip("/")
-    return path
+    return path.replace("\\", "/").strip("/")
 
 
 @dataclass
@@ -52,170 +50,175 @@ class DeployReport:
     bytes_uploaded: int = 0
 
 
-class Board:
-    """A MicroPython board the test drives: a unix-port process or a chip on a serial port."""
+class Board(ABC):
+    """A MicroPython board the test drives: a unix-port process or a chip on a serial port.
 
-    def __init__(self, transport: ReplTransport, name: str, kind: str,
-                 port: unix_port.UnixPort | None = None, sim: Any = None,
-                 timeout: float = DEFAULT_TIMEOUT, cleanup: Callable[[], None] | None = None):
+    Open one with `Board.unix(...)`, `Board.serial(...)` or `open_board(spec)`; the object is
+    in the raw REPL and ready once constructed (or construction released everything and raised).
+    """
+
+    kind: ClassVar[str] = ""  # "unix" or "serial": set by each kind's class
+    _kinds: ClassVar[dict[str, type]] = {}
+    # What only some kinds have; None on the others.
+    port: UnixPort | None = None  # the unix-port process behind a unix board's pty
+    sim: Any = None  # the Simulator a unix board runs under, if any
+    root: Path | None = None  # the folder that is a unix board's flash
+    # Class-level default: a kind's process watcher may ask for current_run while __init__ runs.
+    _run: FirmwareRun | None = None
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
+            Board._kinds[kind] = cls
+
+    def __init__(self, transport: ReplTransport, name: str, timeout: float = DEFAULT_TIMEOUT):
+        """Take the raw REPL over `transport`; on failure close everything and raise.
+
+        A kind sets its own attributes before calling this: the hooks run from here on."""
         self.transport = transport
         self.name = name
-        self.kind = kind  # "unix" or "serial"
-        self.port = port
-        self.sim = sim
         self.timeout = timeout
         self.console = Console(name)
-        self._run: FirmwareRun | None = None
         self._needs_resync = False
-        self._restart_on_next_command = False  # a boot run (after a simulated reset) ended the process
-        self._rebooted: str | None = None  # a simulated reset happened outside a firmware run
-        self._cleanup = cleanup
+        self._relaunch_pending = False  # a boot run (after a simulated reset) ended the process
+        # A reset that happened outside a firmware run, announced by note_reboot().
+        self._reboot = threading.Condition()
+        self._rebooted: str | None = None
         self._closed = False
-
-    # -- opening -----------------------------------------------------------------------
-    @classmethod
-    def unix(cls, micropython: str | None = None, root: str | Path | None = None, sim: Any = None,
-             name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> "Board":
-        """A fresh unix-port board in a temp folder (its flash), ready in the raw REPL."""
-        name = name or f"unix#{next(_names)}"
-        owned_root = root is None
-        root_path = Path(tempfile.mkdtemp(prefix="hil-board-")) if owned_root else Path(root)
-        (root_path / "lib").mkdir(parents=True, exist_ok=True)
-        port = None
-        try:
-            port = unix_port.UnixPort(root_path, micropython=micropython, name=name,
-                                      args=sim.launch_args() if sim else (),
-                                      env=_unix_env(root_path, sim))
-            port.start()
-            transport = ReplTransport(port.device, name=name, exclusive=False)
-        except BaseException:
-            if port is not None:
-                port.close()
-            if owned_root:
-                shutil.rmtree(root_path, ignore_errors=True)
-            raise
-
-        def cleanup() -> None:
-            port.close()
-            if owned_root:
-                shutil.rmtree(root_path, ignore_errors=True)
-
-        board = cls(transport, name, "unix", port=port, sim=sim, timeout=timeout, cleanup=cleanup)
-        board.root = root_path
-        port.on_exit = board._on_process_exit
-        return board._ready_or_closed()
-
-    @classmethod
-    def serial(cls, device: str, name: str | None = None, baudrate: int = 115200,
-               timeout: float = DEFAULT_TIMEOUT, reset: bool = False) -> "Board":
-        """A board on a serial port (`auto`, a device path, or an rfc2217:// URL)."""
-        if device == "auto":
-            device = find_esp32_port()
-        name = name or f"serial:{device}"
-        transport = ReplTransport(device, name=name, baudrate=baudrate, reset_on_open=reset)
-        return cls(transport, name, "serial", timeout=timeout)._ready_or_closed()
-
-    def _ready_or_closed(self) -> "Board":
-        """In the raw REPL and ready, or closed (nothing left open) and the error raised."""
         try:
             self._enter_repl()
         except BaseException:
             self.close()
             raise
-        return self
 
-    # -- REPL ----------------------------------------------------------------------------
-    def _interrupt(self) -> None:
-        if self.port is not None:
-            self.port.interrupt()  # Ctrl-C over a pty does not reach the unix port
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def unix(cls, micropython: str | None = None, root: str | Path | None = None, sim: Any = None,
+             name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> "Board":
+        """A fresh unix-port board (a UnixBoard) in a temp folder (its flash), ready in the raw REPL."""
+        return _kind_class("unix").open(micropython=micropython, root=root, sim=sim, name=name,
+                                        timeout=timeout)
+
+    @classmethod
+    def serial(cls, device: str, name: str | None = None, baudrate: int = 115200,
+               timeout: float = DEFAULT_TIMEOUT, reset: bool = False) -> "Board":
+        """A board on a serial port (a SerialBoard): `auto`, a device path, or an rfc2217:// URL."""
+        return _kind_class("serial").open(device, name=name, baudrate=baudrate, timeout=timeout,
+                                          reset=reset)
+
+    # -- hooks: what differs between kinds ------------------------------------------------
+    @abstractmethod
+    def reboot(self, hard: bool) -> bool:
+        """Reset the board by this kind's means, for reset(); the firmware run is already over.
+        Returns True when the reset is the raw REPL's own soft reset (Ctrl-D), which taking the
+        REPL back then sends; False when the board has been reset and only the REPL is left."""
+
+    def interrupt(self) -> None:
+        """KeyboardInterrupt in whatever runs: Ctrl-C on the line."""
         try:
             self.transport.serial.write(b"\r\x03\x03")
         except (serial.SerialException, OSError):
             pass
 
+    def interrupt_at_safe_point(self) -> bool:
+        """Ask for a KeyboardInterrupt at the firmware's next simulator call; False where no
+        simulator can (a chip: interrupt() is the way)."""
+        return False
+
+    def crash_reason(self) -> BoardError | None:
+        """Why the board is gone for good (its process died), or None. A chip cannot crash in a
+        way the host sees, only go silent or vanish from the port."""
+        return None
+
+    def connection_lost(self, error: Exception) -> BoardError:
+        """The error to report when the board's port failed with `error`."""
+        return self.crash_reason() or BoardConnectionError(self.name, f"lost the board's port: {error}")
+
+    def relaunch(self) -> bool:
+        """Start the board afresh (a hung or ended process); False where the harness cannot (a
+        chip: the test resets it)."""
+        return False
+
+    def startup_code(self) -> str:
+        """Code run before a script in each run (a simulated board's shims connect first)."""
+        return ""
+
+    def resets_recorded(self) -> int:
+        """How many chip resets a simulator has recorded (0 where nothing records them)."""
+        return 0
+
+    def process_exits(self) -> int:
+        """How many times the board's process has ended (0: a chip has no process)."""
+        return 0
+
+    def process_exit_code(self) -> int | None:
+        """The exit code of the board's process if it ended and nothing relaunched it, else None."""
+        return None
+
+    def chip_reset_follows(self, exits_before: int) -> bool:
+        """After a run ended without error: is the board going through a (simulated) chip reset
+        that boots main.py again? Only a simulator announces one."""
+        return False
+
+    def release(self) -> None:
+        """Free what this kind holds besides the transport (process, temp folder), for close()."""
+
+    # -- notices from a run and from the kinds --------------------------------------------
+    @property
+    def current_run(self) -> FirmwareRun | None:
+        """The run started by run() that the test has not collected yet (wait/stop), if any."""
+        return self._run
+
+    def run_ended(self, run: FirmwareRun, process_ended: bool) -> None:
+        """A run's console pump stopped (its thread): the REPL must be resynchronised before the
+        next command; with `process_ended`, the board's process must be relaunched first."""
+        self._needs_resync = True
+        if process_ended:
+            self._relaunch_pending = True
+
+    def run_collected(self, run: FirmwareRun) -> None:
+        """The test took `run`'s outcome (wait/stop): the REPL is the board's again."""
+        if self._run is run:
+            self._run = None
+
+    def note_reboot(self, line: str) -> None:
+        """The board reset outside a firmware run (a simulated chip reset from the REPL) and its
+        REPL is back: the next command resynchronises and raises BoardRebooted naming `line`."""
+        with self._reboot:
+            self._rebooted = line
+            self._needs_resync = True
+            self._reboot.notify_all()
+
+    # -- REPL ----------------------------------------------------------------------------
     def _enter_repl(self, soft_reset: bool = False) -> None:
         self._check_alive()
         try:
             self.transport.enter_repl(soft_reset=soft_reset, timeout=self.timeout)
         except BoardTimeout:
-            if self._crash_reason() is not None:
-                raise self._crash_reason() from None
-            if self.port is not None:  # hung in code that ignores Ctrl-C: a restart, as a chip's reset
-                self.port.start(env=_unix_env(self.root, self.sim))
-                self.transport.enter_repl(soft_reset=False, timeout=self.timeout)
-            else:
+            crash = self.crash_reason()
+            if crash is not None:
+                raise crash from None
+            if not self.relaunch():  # hung in code that ignores Ctrl-C: a restart, as a chip's reset
                 raise
+            self.transport.enter_repl(soft_reset=False, timeout=self.timeout)
         self._needs_resync = False
 
-    def _crash_reason(self) -> BoardCrashed | None:
-        if self.port is not None and self.port.dead:
-            return BoardCrashed(self.name, f"micropython process exited with code {self.port.exit_codes[-1]}; "
-                                f"console tail:\n{self.console.tail()}")
-        return None
-
     def _check_alive(self) -> None:
-        reason = self._crash_reason()
+        reason = self.crash_reason()
         if reason is not None:
             raise reason
-
-    def _lost(self, error: Exception) -> BoardError:
-        """Why the port failed: a unix-port process that died (its exit may still be being
-        handled when the reader sees the pty hang up), else a lost serial connection."""
-        if self.port is not None:
-            deadline = time.monotonic() + 2.0
-            while not self.port.alive and not self.port.dead and time.monotonic() < deadline:
-                time.sleep(0.005)
-        return self._crash_reason() or BoardConnectionError(self.name, f"lost the board's port: {error}")
-
-    def _on_process_exit(self, code: int) -> None:
-        """The unix-port process ended on its own (watcher thread)."""
-        if self.sim is not None and self.sim.on_board_exit(code):
-            # A chip reset (machine.reset, deepsleep, brown-out, watchdog): the ROM's reset line,
-            # then, with firmware running, boot.py and main.py as the chip runs them (console
-            # continuous); from the REPL, the REPL again and the next command says so.
-            rom_line = ROM_RESET_LINES.get(code)
-            if rom_line:
-                self.port.write_console(rom_line.encode() + b"\r\n")
-            if self._run is None:
-                self._rebooted = rom_line or "reset"
-                self._needs_resync = True
-                self.port.start(env=_unix_env(self.root, self.sim))
-                return
-            boot = self.sim.startup_code() + _boot_code()
-            self.port.start(extra_args=["-c", boot], env=_unix_env(self.root, self.sim))
-            return
-        if code == 0 and self._run is None:
-            # Ctrl-D in the raw REPL: a soft reboot for mpremote-style clients.
-            if self.sim is not None:
-                self.sim.next_boot(cause="soft")
-            self.port.write_console(b"soft reboot\r\n")
-            self.port.start()
-            self.port.type_input(b"\r\x01")
-            return
-        self.port.hangup()  # readers see EIO at once instead of waiting for a timeout
-
-    def _chip_reset_follows(self, exits_before: int, within: float = 0.3) -> bool:
-        """After a run ended without error on a simulated board: is the process ending in a chip
-        reset (deep sleep, machine.reset, ...)? The simulator ends the process with a reset exit
-        code right after the raw REPL printed its end-of-run markers, so wait briefly for it."""
-        if self.port is None or self.sim is None:
-            return False
-        deadline = time.monotonic() + within
-        while len(self.port.exit_codes) <= exits_before and time.monotonic() < deadline:
-            time.sleep(0.002)
-        codes = self.port.exit_codes
-        return len(codes) > exits_before and codes[exits_before] in RESET_EXIT_CODES
 
     def exec(self, code: str, timeout: float | None = None) -> str:
         """Run code on the board; its printed output, or the board's exception raised here."""
         self._ready_for_command()
-        resets_before = len(self.sim.resets) if self.sim is not None else 0
+        resets_before = self.resets_recorded()
         try:
             out = self.transport.run(code, timeout=timeout or self.timeout)
         except (BoardTimeout, BoardConnectionError) as e:
             self._needs_resync = True
-            self._interrupt()
-            crash = self._crash_reason()
+            self.interrupt()
+            crash = self.crash_reason()
             if crash is not None:
                 raise crash from None
             self._raise_if_rebooted("while running a command")
@@ -223,20 +226,22 @@ class Board:
         except BoardRebooted:
             self._needs_resync = True
             raise
-        if self.sim is not None and len(self.sim.resets) > resets_before:
+        if self.resets_recorded() > resets_before:
             # The command reset the simulated chip (machine.reset(), deepsleep(), ...): the
             # process ends right after its output; wait for the relaunch and say so.
-            deadline = time.monotonic() + self.timeout
-            while self._rebooted is None and time.monotonic() < deadline:
-                time.sleep(0.002)
+            with self._reboot:
+                self._reboot.wait_for(lambda: self._rebooted is not None, self.timeout)
             self._raise_if_rebooted("during the command")
         return out.decode("utf-8", "replace").replace("\r\n", "\n")  # chips send CRLF
 
     def _raise_if_rebooted(self, when: str) -> None:
-        """A simulated reset outside a firmware run: take the new REPL and raise BoardRebooted."""
+        """A reset noted outside a firmware run: take the new REPL and raise BoardRebooted."""
         if self._rebooted is None:
+            return  # the usual case, checked before every command: no lock needed to see it
+        with self._reboot:
+            line, self._rebooted = self._rebooted, None
+        if line is None:
             return
-        line, self._rebooted = self._rebooted, None
         self._enter_repl()
         raise BoardRebooted(self.name, f"the board reset {when} ({line}); its REPL is back, "
                             "state in RAM is gone")
@@ -258,11 +263,11 @@ class Board:
                              "call run.stop() (or board.stop()) first")
         self._run = None
         self._raise_if_rebooted("after the last command")
-        if self._restart_on_next_command and self.port is not None:
+        if self._relaunch_pending:
             # The process ended with main.py (run after a simulated reset): a fresh REPL, as a
             # chip's would be there.
-            self._restart_on_next_command = False
-            self.port.start(env=_unix_env(self.root, self.sim))
+            self._relaunch_pending = False
+            self.relaunch()
             self._enter_repl()
         if self._needs_resync:
             self._enter_repl()
@@ -270,7 +275,7 @@ class Board:
     # -- files ---------------------------------------------------------------------------
     def put_bytes(self, data: bytes, remote: str) -> None:
         """Write bytes to a file on the board (parent folders must exist: see mkdir)."""
-        path = _board_path(remote)
+        path = board_path(remote)
         self.exec(f"_f=open({path!r},'wb')")
         try:
             view = memoryview(data)
@@ -286,7 +291,7 @@ class Board:
 
     def get(self, remote: str) -> bytes:
         """Read a file from the board."""
-        path = _board_path(remote)
+        path = board_path(remote)
         text = self.exec(f"import binascii\nwith open({path!r},'rb') as _f:\n while 1:\n"
                          f"  _b=_f.read({UPLOAD_CHUNK // 2})\n  if not _b: break\n"
                          f"  print(binascii.hexlify(_b).decode())")
@@ -294,19 +299,19 @@ class Board:
 
     def ls(self, path: str = "") -> list[str]:
         """Names in a folder of the board's filesystem."""
-        return sorted(self.eval(f"__import__('os').listdir({_board_path(path) or '.'!r})"))
+        return sorted(self.eval(f"__import__('os').listdir({board_path(path) or '.'!r})"))
 
     def exists(self, path: str) -> bool:
-        code = f"import os\ntry:\n os.stat({_board_path(path)!r})\n print(1)\nexcept OSError:\n print(0)"
+        code = f"import os\ntry:\n os.stat({board_path(path)!r})\n print(1)\nexcept OSError:\n print(0)"
         return self.exec(code).strip() == "1"
 
     def mkdir(self, path: str) -> None:
         """Create a folder and its parents (no error if it exists)."""
-        self.exec(_MKDIRS + f"_mkdirs({_board_path(path)!r})")
+        self.exec(MKDIRS + f"_mkdirs({board_path(path)!r})")
 
     def rm(self, path: str, recursive: bool = False) -> None:
         """Remove a file, or a folder (with recursive=True, everything in it)."""
-        self.exec(_RMTREE + f"_rm({_board_path(path)!r},{recursive!r})")
+        self.exec(RMTREE + f"_rm({board_path(path)!r},{recursive!r})")
 
     def deploy(self, folder: str | Path, dest: str = "", force: bool = False) -> DeployReport:
         """Copy a firmware folder onto the board, skipping files whose SHA-256 already matches."""
@@ -319,7 +324,7 @@ class Board:
         on_board = {} if force else self._hashes(files)
         dirs = sorted({str(Path(r).parent) for r in files if str(Path(r).parent) not in ("", ".")})
         if dirs:
-            self.exec(_MKDIRS + "".join(f"_mkdirs({d!r})\n" for d in dirs))
+            self.exec(MKDIRS + "".join(f"_mkdirs({d!r})\n" for d in dirs))
         for remote, local in files.items():
             data = local.read_bytes()
             if on_board.get(remote) == hashlib.sha256(data).hexdigest():
@@ -335,7 +340,7 @@ class Board:
         names = list(remotes)
         if not names:
             return {}
-        self.exec(_HASHER)
+        self.exec(HASHER)
         return self.eval(f"_hh({names!r})", timeout=max(self.timeout, 30))
 
     # -- running firmware ----------------------------------------------------------------
@@ -346,10 +351,9 @@ class Board:
         self.console.restart()
         # On a simulated board the shims connect first, so even `import utime` reaches them and
         # the inputs the test set so far arrive in one boot record, before the firmware's heap fills.
-        prologue = self.sim.startup_code() if self.sim is not None else ""
-        self.transport.start(prologue + _RUN_SCRIPT.format(path=_board_path(script)))
+        self.transport.start(self.startup_code() + run_script(board_path(script)))
         self._run = run
-        run._thread.start()
+        run.start()
         return run
 
     def stop(self) -> None:
@@ -357,25 +361,19 @@ class Board:
         if self._run is not None:
             self._run.stop()
 
+    def _abandon_run(self, timeout: float) -> None:
+        """Before a reset or close: stop the run's pump, interrupt the script, wait for the pump."""
+        if self._run is not None:
+            self._run.abandon()
+            self.interrupt()
+            self._run.wait_done(timeout)
+
     # -- reset ---------------------------------------------------------------------------
     def reset(self, hard: bool = False) -> None:
         """Reset the board and take its REPL back. Unix port: a restart (soft and hard alike)."""
-        if self._run is not None:
-            self._run._stop.set()
-            self._interrupt()
-            self._run._done.wait(5)
-            self._run = None
-        if self.port is not None:
-            self.port.start(env=_unix_env(self.root, self.sim))
-            if self.transport.device_name != self.port.device:
-                self.transport.close()
-                self.transport = ReplTransport(self.port.device, name=self.name, exclusive=False)
-            self._enter_repl()
-        elif hard:
-            self.transport.hard_reset()
-            self._enter_repl()
-        else:
-            self._enter_repl(soft_reset=True)
+        self._abandon_run(5.0)
+        self._run = None
+        self._enter_repl(soft_reset=self.reboot(hard))
 
     # -- teardown --------------------------------------------------------------------------
     def close(self) -> None:
@@ -383,16 +381,12 @@ class Board:
         if self._closed:
             return
         self._closed = True
-        if self._run is not None:
-            self._run._stop.set()
-            self._interrupt()
-            self._run._done.wait(2)
+        self._abandon_run(2.0)
         try:
             self.transport.close()
         except (serial.SerialException, OSError):
             pass
-        if self._cleanup is not None:
-            self._cleanup()
+        self.release()
 
     def __enter__(self) -> "Board":
         return self
@@ -404,70 +398,25 @@ class Board:
         return f"<Board {self.name}>"
 
 
-def open_board(spec: "BoardSpec | str", micropython: str | None = None, sim: Any = None,
+def _kind_class(kind: str) -> Any:
+    """The registered class of a board kind (its module registers it on import)."""
+    try:
+        return Board._kinds[kind]
+    except KeyError:
+        raise BoardError(kind, f"no board kind {kind!r} is registered; import micropython_hil.board "
+                         "(the package registers unix and serial)") from None
+
+
+def open_board(spec: BoardSpec | str, micropython: str | None = None, sim: Any = None,
                timeout: float = DEFAULT_TIMEOUT) -> Board:
-    """Open a board from a `--board` spec: `unix`, `unix:PROFILE`, `serial:PORT`, `serial:auto`."""
+    """Open a board from a `--board` spec (a BoardSpec, or its text: `unix`, `unix:PROFILE`,
+    `serial:PORT`, `serial:auto`, `serial:rfc2217://HOST:PORT`). The profile of `unix:PROFILE`
+    is the simulator's business: pass `sim` made with it."""
     spec = spec if isinstance(spec, BoardSpec) else BoardSpec.parse(spec)
     if spec.kind == "unix":
         return Board.unix(micropython=micropython, sim=sim, timeout=timeout)
     return Board.serial(spec.port, timeout=timeout)
 
 
-def _unix_env(root: Path, sim: Any) -> dict[str, str]:
-    path = [".frozen", *(sim.micropypath() if sim else []), str(root / "lib")]
-    env = {"MICROPYPATH": ":".join(path)}
-    if sim is not None:
-        env.update(sim.env())
-    return env
-
-
-def _boot_code() -> str:
-    """What the unix port runs after a simulated chip reset: boot.py then main.py, as the chip does."""
-    lines = ["import os"]
-    for script in ("boot.py", "main.py"):
-        lines += [f"if {script!r} in os.listdir():", " " + _RUN_SCRIPT.format(path=script)]
-    return "\n".join(lines) + "\n"
-
-
 def _ignored(path: Path) -> bool:
     return "__pycache__" in path.parts or path.name.startswith(".") or path.suffix == ".pyc"
-
-
-_MKDIRS = """\
-def _mkdirs(p):
- import os
- q = ''
- for part in p.split('/'):
-  q = q + '/' + part if q else part
-  try: os.mkdir(q)
-  except OSError: pass
-"""
-
-_RMTREE = """\
-def _rm(p, rec):
- import os
- if os.stat(p)[0] & 0x4000:
-  if rec:
-   for n in os.listdir(p): _rm(p + '/' + n, True)
-  os.rmdir(p)
- else:
-  os.remove(p)
-"""
-
-_HASHER = """\
-def _hh(names):
- import hashlib, binascii
- out = {}
- buf = bytearray(1024)
- for n in names:
-  try: f = open(n, 'rb')
-  except OSError: continue
-  h = hashlib.sha256()
-  while 1:
-   k = f.readinto(buf)
-   if not k: break
-   h.update(buf[:k])
-  f.close()
-  out[n] = binascii.hexlify(h.digest()).decode()
- return out
-"""

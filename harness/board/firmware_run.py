@@ -3,47 +3,105 @@
 The pump copies the board's output into its Console until the run ends: the raw REPL's
 end-of-run markers, or, after a simulated chip reset (the board then boots main.py by itself,
 with no raw-REPL framing), the end of the process.
+
+A run knows its board only through `RunHost`, the few questions and notices below; Board
+(board.py) provides them, so this module does not depend on the board layer above it.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import serial
 
-from .console import BOOT_BANNER
+from .console import BOOT_BANNER, Console
 from ..errors import BoardError, BoardException, BoardTimeout
+from .transport import ReplTransport
 
-if TYPE_CHECKING:
-    from .board import Board
+
+class RunHost(Protocol):
+    """What a FirmwareRun needs from the board it runs on.
+
+    The questions about the board's process answer "there is none" on a chip: 0 exits, no exit
+    code, no chip reset to follow.
+    """
+
+    name: str
+    console: Console
+    transport: ReplTransport
+
+    def interrupt(self) -> None:
+        """KeyboardInterrupt in whatever runs (Ctrl-C; on the unix port, SIGINT too)."""
+
+    def interrupt_at_safe_point(self) -> bool:
+        """Ask for a KeyboardInterrupt at the firmware's next simulator call; False if nothing can."""
+
+    def crash_reason(self) -> BoardError | None:
+        """Why the board is gone (its process died), or None while it is there."""
+
+    def connection_lost(self, error: Exception) -> BoardError:
+        """The error to report when reading the board's port failed with `error`."""
+
+    def process_exits(self) -> int:
+        """How many times the board's process has ended so far."""
+
+    def process_exit_code(self) -> int | None:
+        """The exit code of the board's process if it ended and nothing relaunched it, else None."""
+
+    def chip_reset_follows(self, exits_before: int) -> bool:
+        """After a run ended cleanly: is the process ending in a (simulated) chip reset?"""
+
+    def run_ended(self, run: "FirmwareRun", process_ended: bool) -> None:
+        """The pump stopped: the REPL needs resynchronising; with `process_ended`, a new process."""
+
+    def run_collected(self, run: "FirmwareRun") -> None:
+        """The test took the run's outcome (wait/stop): the REPL is the board's again."""
 
 
 class FirmwareRun:
     """A script running on the board in the background; its output streams into the console."""
 
-    def __init__(self, board: "Board", script: str):
+    def __init__(self, board: RunHost, script: str):
         self.board = board
         self.script = script
         self.reboots = 0
         self.error: BaseException | None = None
         self._stopping = False  # stop() asked for the KeyboardInterrupt that ends the run
+        self._process_ended = False  # main.py, booted by a simulated reset, ended with the process
         self._done = threading.Event()
         self._stop = threading.Event()
-        self._exits_before = len(board.port.exit_codes) if board.port is not None else 0
+        self._exits_before = board.process_exits()
         self._thread = threading.Thread(target=self._pump, name=f"{board.name}-console", daemon=True)
 
+    # -- driven by the board -------------------------------------------------------------
+    def start(self) -> None:
+        """Start copying the console (the board has just sent the script to its REPL)."""
+        self._thread.start()
+
+    def abandon(self) -> None:
+        """Stop copying the console without waiting for the script: the board is being reset
+        or closed. The console is not ended (a reset keeps it going)."""
+        self._stop.set()
+
+    def wait_done(self, timeout: float | None = None) -> bool:
+        """Wait for the pump to stop; False if it still runs after `timeout` s."""
+        return self._done.wait(timeout)
+
+    # -- the pump ----------------------------------------------------------------------
     def _pump(self) -> None:
         """Copy console bytes until the run ends: the raw REPL's end-of-run markers, or, after a
         simulated chip reset (the board then boots main.py itself, unframed), the process's end."""
-        console, transport = self.board.console, self.board.transport
+        board = self.board
+        console, transport = board.console, board.transport
         framed, section, errors = True, 0, bytearray()
         try:
             while not self._stop.is_set():
                 data = transport.read_available()
                 if not data:
-                    if self.board.port is not None and self.board.port.dead:
-                        self.error = self._end_of_boot_run() if not framed else self.board._crash_reason()
+                    code = board.process_exit_code()
+                    if code is not None:
+                        self.error = self._end_of_boot_run(code) if not framed else board.crash_reason()
                         break
                     continue
                 if not framed:
@@ -58,7 +116,7 @@ class FirmwareRun:
                     if eot:
                         section += 1
                 if section == 2:
-                    if errors or not self.board._chip_reset_follows(self._exits_before):
+                    if errors or not board.chip_reset_follows(self._exits_before):
                         break
                     framed, section = False, 0  # the board reboots and runs main.py on its own
                     self.reboots += 1
@@ -66,14 +124,14 @@ class FirmwareRun:
             if framed and section == 2 and errors:
                 text = errors.decode("utf-8", "replace")
                 console.feed(text)  # the log shows the traceback where it happened
-                self.error = BoardException.from_traceback(self.board.name, text)
+                self.error = BoardException.from_traceback(board.name, text)
         except (serial.SerialException, OSError, BoardError) as e:
-            self.error = e if isinstance(e, BoardError) else self.board._lost(e)
+            self.error = e if isinstance(e, BoardError) else board.connection_lost(e)
         finally:
             if self._stopping and isinstance(self.error, BoardException) and \
                     self.error.exc_type == "KeyboardInterrupt":
                 self.error = None  # stopped on purpose: not the firmware's failure
-            self.board._needs_resync = True
+            board.run_ended(self, process_ended=self._process_ended)
             if not self._stop.is_set():
                 console.end(self.error)
             self._done.set()
@@ -83,18 +141,18 @@ class FirmwareRun:
         if BOOT_BANNER.search(data.decode("utf-8", "replace")):
             self.reboots += 1
 
-    def _end_of_boot_run(self) -> BoardError | None:
+    def _end_of_boot_run(self, code: int) -> BoardError | None:
         """main.py, started by a simulated reboot, ended with the process: its traceback, if any."""
-        self.board._restart_on_next_command = True
-        code = self.board.port.exit_codes[-1] if self.board.port.exit_codes else 0
+        self._process_ended = True
         if code == 0:
             return None
         text = self.board.console.text
         start = text.rfind("Traceback (most recent call last):")
         if start >= 0:
             return BoardException.from_traceback(self.board.name, text[start:])
-        return self.board._crash_reason()
+        return self.board.crash_reason()
 
+    # -- the test's side -----------------------------------------------------------------
     @property
     def running(self) -> bool:
         return not self._done.is_set()
@@ -104,24 +162,23 @@ class FirmwareRun:
         if not self._done.wait(timeout):
             raise BoardTimeout(self.board.name, f"{self.script} still running after {timeout:g} s; "
                                f"console tail:\n{self.board.console.tail()}")
-        self.board._run = None
+        self.board.run_collected(self)
         if self.error is not None:
             raise self.error
 
     def stop(self, timeout: float = 5.0) -> None:
         """Interrupt the script (KeyboardInterrupt on the board) and take the REPL back."""
         if self._done.is_set():
-            self.board._run = None
+            self.board.run_collected(self)
             return
         self._stopping = True
         # On the simulator the shims raise the interrupt at a safe point; Ctrl-C (a signal on
         # the unix port) is the fallback for code that calls no shim, and the way on a chip.
-        sim = self.board.sim
-        if not (sim is not None and sim.interrupt() and self._done.wait(0.5)):
-            self.board._interrupt()
+        if not (self.board.interrupt_at_safe_point() and self._done.wait(0.5)):
+            self.board.interrupt()
             if not self._done.wait(timeout):
                 self._stop.set()  # abandon the console; the next command resynchronises
                 self._done.wait(1.0)
-        self.board._run = None
+        self.board.run_collected(self)
         if not self._done.is_set():
             raise BoardTimeout(self.board.name, f"{self.script} ignored the interrupt for {timeout:g} s")

@@ -1,7 +1,13 @@
-"""Start the MicroPython unix port behind a pty: the body of a simulated board.
+"""Launching the MicroPython unix port: the one recipe every launch follows, and the process
+behind a pty that is the body of a simulated board.
 
-The child gets the pty's MASTER as stdin/stdout/stderr and the harness opens the SLAVE
-(`/dev/pts/N`), so mpremote's SerialTransport drives the process exactly as it drives a
+`Launch.for_root` says how the unix port runs on a board's root folder (cwd = the root,
+MICROPYPATH = .frozen + the simulator's shims + root/lib, the simulator's environment and heap
+size); `Spawner` starts such launches as children that die with the harness, even when it is
+SIGKILLed. `UnixPort` (below) and `SimProcess` (sim_process.py) both launch through them.
+
+UnixPort gives the child the pty's MASTER as stdin/stdout/stderr and the harness opens the
+SLAVE (`/dev/pts/N`), so mpremote's SerialTransport drives the process exactly as it drives a
 chip on a serial port (see DESIGN.md for why this wiring and not the usual one).
 """
 
@@ -19,23 +25,16 @@ import threading
 import time
 import tty
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from ..errors import MicroPythonNotFound
+from ..errors import HarnessError, MicroPythonNotFound
 
 # Every live process the harness started, so an interpreter exit kills them all.
 _LIVE: "weakref.WeakSet[UnixPort]" = weakref.WeakSet()
 
 _PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the harness dies without cleaning up."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def find_micropython(explicit: str | None = None) -> str:
@@ -57,75 +56,144 @@ def find_micropython(explicit: str | None = None) -> str:
     return found
 
 
+class LaunchSettings(Protocol):
+    """What a launch takes from the simulator a board runs under (sim.simulator.Simulator)."""
+
+    def launch_args(self) -> list[str]: ...
+
+    def micropypath(self) -> list[str]: ...
+
+    def env(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One start of the unix port: the command line, its folder and its whole environment."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+
+    @classmethod
+    def for_root(cls, binary: str, root: Path, sim: LaunchSettings | None = None,
+                 extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> "Launch":
+        """The unix port on a board's root folder, as the board layer runs it: the root is the
+        cwd (the board's flash); MICROPYPATH is .frozen, the simulator's shims (so `import
+        machine` reaches the simulated chip) and root/lib; the simulator adds its environment
+        and the chip's heap size. `extra_args` follow (e.g. `-c CODE`), `extra_env` wins."""
+        root = Path(root)
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ":".join([".frozen", *(sim.micropypath() if sim else []), str(root / "lib")])
+        if sim is not None:
+            env.update(sim.env())
+        env.update(extra_env or {})
+        argv = (binary, *(sim.launch_args() if sim else []), *extra_args)
+        return cls(argv=argv, cwd=root, env=env)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """What the child runs before exec: SIGKILL it when the harness dies without cleaning up."""
+    def prepare() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os._exit(1)  # the harness died between fork and prctl: the signal will never come
+    return prepare
+
+
+class Spawner:
+    """Starts launches as children that die with this process (PR_SET_PDEATHSIG).
+
+    The kernel sends the parent-death signal when the *thread* that forked exits, not the
+    process, so every fork happens on one thread of this spawner that lives until close():
+    children started from a short-lived thread (a fixture's, a watcher's) would be killed
+    when that thread ends. Close the spawner only after its children are gone.
+    """
+
+    def __init__(self, name: str = "unix-port") -> None:
+        self.name = name
+        self._jobs: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"{name}-spawner", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            launch, options, reply = job
+            try:
+                reply.put(subprocess.Popen(
+                    list(launch.argv), cwd=launch.cwd, env=dict(launch.env), close_fds=True,
+                    start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the board
+                    preexec_fn=_die_with_parent(os.getpid()), **options))
+            except Exception as e:  # handed to the caller: this thread must outlive every launch
+                reply.put(e)
+
+    def spawn(self, launch: Launch, **popen_options: Any) -> subprocess.Popen:
+        """Start `launch` (Popen's stdin/stdout/stderr/text options as given); OSError if it cannot."""
+        if self._closed:
+            raise HarnessError(f"{self.name}: cannot start {launch.argv[0]} after close()")
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self._jobs.put((launch, popen_options, reply))
+        result = reply.get()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def close(self) -> None:
+        """End the spawning thread (which sends SIGKILL to any child still running)."""
+        self._closed = True
+        self._jobs.put(None)
+
+
 class UnixPort:
     """One MicroPython unix-port process on a pty, restartable on the same pty."""
 
-    def __init__(
-        self,
-        root: Path,
-        micropython: str | None = None,
-        args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-        name: str = "unix",
-    ):
+    def __init__(self, root: Path, micropython: str | None = None, sim: LaunchSettings | None = None,
+                 name: str = "unix"):
         self.root = Path(root)
         self.binary = find_micropython(micropython)
-        self.args = list(args)
-        self.env = dict(env or {})
+        self.sim = sim
         self.name = name
-        # Called from the watcher thread with the exit code when the process ends on its
-        # own; returns True if it restarted the process (or arranged for it).
+        # Called from the watcher thread with the exit code when the process ends on its own
+        # (the board relaunches it after a simulated chip reset, or hangs up the pty).
         self.on_exit: Callable[[int], None] | None = None
         self.exit_codes: list[int] = []
         self._proc: subprocess.Popen | None = None
         self._handled: subprocess.Popen | None = None  # last process whose exit on_exit has seen
         self._lock = threading.RLock()
+        # Announces each launch, each exit and the end of its handling (wait_exits, wait_settled).
+        self._changed = threading.Condition(self._lock)
         self._closing = False
-        self._proc = None
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         self.device = os.ttyname(self._slave)
-        # All launches happen on one thread that lives as long as the port: the kernel's
-        # parent-death signal fires when the *thread* that forked exits, not the process.
-        self._spawns: queue.Queue = queue.Queue()
-        self._spawner = threading.Thread(target=self._spawn_loop, name=f"{name}-spawner", daemon=True)
-        self._spawner.start()
+        self._spawner = Spawner(name)
         _LIVE.add(self)
 
-    def _spawn_loop(self) -> None:
-        while True:
-            job = self._spawns.get()
-            if job is None:
-                return
-            argv, env, reply = job
-            try:
-                reply.put(subprocess.Popen(
-                    argv, stdin=self._master, stdout=self._master, stderr=self._master,
-                    cwd=self.root, env=env, close_fds=True,
-                    start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the board
-                    preexec_fn=_die_with_parent))
-            except OSError as e:
-                reply.put(e)
-
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self, extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+    def start(self, extra_args: Sequence[str] = ()) -> None:
         """Launch the process on the pty (kills a running one first)."""
         with self._lock:
+            if self._closing:
+                raise HarnessError(f"{self.name}: the unix port is closed")
             self._kill()
             if self._master < 0:
                 self._master, self._slave = os.openpty()
                 tty.setraw(self._slave)
                 self.device = os.ttyname(self._slave)
-            if env is not None:
-                self.env = dict(env)
-            full_env = dict(os.environ)
-            full_env.update(self.env)
-            reply: queue.Queue = queue.Queue()
-            self._spawns.put(([self.binary, *self.args, *extra_args], full_env, reply))
-            result = reply.get()
-            if isinstance(result, OSError):
-                raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {result.strerror}")
-            self._proc = proc = result
+            launch = Launch.for_root(self.binary, self.root, self.sim, extra_args)
+            try:
+                proc = self._spawner.spawn(launch, stdin=self._master, stdout=self._master,
+                                           stderr=self._master)
+            except OSError as e:
+                raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {e.strerror}") from None
+            self._proc = proc
+            self._changed.notify_all()
         threading.Thread(target=self._watch, args=(proc,), name=f"{self.name}-watch", daemon=True).start()
 
     def _watch(self, proc: subprocess.Popen) -> None:
@@ -134,17 +202,25 @@ class UnixPort:
             if self._closing or proc is not self._proc:
                 return  # killed on purpose
             self.exit_codes.append(code)
+            self._changed.notify_all()
         try:
             if self.on_exit is not None:
                 self.on_exit(code)
+        except HarnessError:
+            if not self._closing:
+                raise
+            # else: a relaunch that lost the race against close(); nothing is left to run
         finally:
-            self._handled = proc
+            with self._lock:
+                self._handled = proc
+                self._changed.notify_all()
 
     @property
     def dead(self) -> bool:
         """The process ended and nothing relaunched it (its exit has been fully handled)."""
         proc = self._proc
         return proc is not None and proc.poll() is not None and self._handled is proc
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
@@ -152,6 +228,17 @@ class UnixPort:
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def wait_exits(self, count: int, timeout: float) -> bool:
+        """Wait until the process has ended `count` times in all; False at the timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.exit_codes) >= count, timeout)
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until a process runs, or the last one's exit is fully handled (dead); False at the
+        timeout. A reader that saw the pty hang up calls this before asking `dead`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.alive or self.dead, timeout)
 
     def interrupt(self) -> None:
         """KeyboardInterrupt in running code: over a pty Ctrl-C is not enough, SIGINT is."""
@@ -188,7 +275,7 @@ class UnixPort:
         with self._lock:
             self._closing = True
             self._kill()
-            self._spawns.put(None)
+            self._spawner.close()
         self.hangup()
         _LIVE.discard(self)
 
@@ -211,5 +298,7 @@ def wait_gone(pid: int, timeout: float = 2.0) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
+        # Sleep-poll: the process is not our child (or already reaped elsewhere), so nothing
+        # announces its end to us.
         time.sleep(0.01)
     return False
