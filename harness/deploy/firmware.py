@@ -1,10 +1,16 @@
-"""A firmware folder: main.py, its package manifest, shared code it includes, its message schemas.
+"""A firmware folder: main.py, its manifest, shared code it includes, its message schemas.
 
 Layout the harness understands (all but main.py optional):
 
     main.py  boot.py  *.py  lib/         copied to the board as they are
-    manifest.json    {"packages": ["umqtt.simple", ...],   micropython-lib packages -> lib/
-                      "include": ["../common/lib", ...]}   host folders merged into lib/
+    manifest.json                        read each time the firmware is deployed:
+      "packages": ["umqtt.simple", ...]      MicroPython packages -> lib/ (see packages.py)
+      "include": ["../common/lib", ...]      host folders merged into lib/
+      "config_files": {"station.json": {...}, "secrets.py": "..."}
+                                             the firmware's own config files, as templates
+                                             filled from the test's endpoints (config_files.py)
+      "topics": {"reading": "stations/{client_id}/reading", ...}
+                                             the firmware's topic scheme (Device.topic)
     schemas/*.json   JSON Schema of each message format (telemetry checks, fuzzing); stays on the host
 """
 
@@ -12,11 +18,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import packages
+from .device_config import CONFIG_FILE, dumps
 from ..board.board import Board, DeployReport
 from ..board.firmware_run import FirmwareRun
 from ..errors import FirmwareError
@@ -26,7 +33,8 @@ HOST_ONLY = {"manifest.json", "schemas", "README.md"}
 
 
 class Firmware:
-    """One firmware folder, checked on construction (it must exist and hold main.py)."""
+    """One firmware folder, checked on construction (it must exist and hold main.py); its
+    manifest is read again at each deploy, so a test that edits it is taken at its word."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path).resolve()
@@ -35,18 +43,50 @@ class Firmware:
         if not (self.path / "main.py").is_file():
             raise FirmwareError(f"firmware folder {self.path} has no main.py")
         self.name = self.path.name
-        manifest = self.path / "manifest.json"
-        self.manifest: dict[str, Any] = {}
-        if manifest.exists():
-            try:
-                self.manifest = json.loads(manifest.read_text())
-            except ValueError as e:
-                raise FirmwareError(f"{manifest}: not valid JSON ({e})") from None
-        self.packages: list[str] = packages.read_manifest(manifest) if manifest.exists() else []
-        self.includes = [(self.path / inc).resolve() for inc in self.manifest.get("include", [])]
-        for inc in self.includes:
+        # Read and check the manifest now, so its errors show before a board is opened.
+        self.includes
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """manifest.json as it is now ({} when there is none)."""
+        path = self.path / "manifest.json"
+        if not path.exists():
+            return {}
+        try:
+            manifest = json.loads(path.read_text())
+        except ValueError as e:
+            raise FirmwareError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(manifest, dict):
+            raise FirmwareError(f"{path}: must hold a JSON object")
+        for key, kind in (("config_files", dict), ("topics", dict), ("include", list), ("packages", list)):
+            if not isinstance(manifest.get(key, kind()), kind):
+                raise FirmwareError(f"{path}: {key!r} must be a JSON {'object' if kind is dict else 'array'}")
+        return manifest
+
+    @property
+    def packages(self) -> list[str]:
+        """The MicroPython packages the manifest declares."""
+        path = self.path / "manifest.json"
+        return packages.read_manifest(path) if path.exists() else []
+
+    @property
+    def includes(self) -> list[Path]:
+        """Host folders merged into the board's lib/."""
+        found = [(self.path / inc).resolve() for inc in self.manifest.get("include", [])]
+        for inc in found:
             if not inc.is_dir():
-                raise FirmwareError(f"{manifest}: include {inc} is not a folder")
+                raise FirmwareError(f"{self.path / 'manifest.json'}: include {inc} is not a folder")
+        return found
+
+    @property
+    def config_files(self) -> dict[str, Any]:
+        """Templates of the firmware's own config files (see config_files.py)."""
+        return dict(self.manifest.get("config_files", {}))
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Templates of the firmware's topics: name -> "stations/{client_id}/reading"."""
+        return dict(self.manifest.get("topics", {}))
 
     def schema(self, name: str) -> dict:
         """The JSON Schema of one message format (schemas/<name>.json)."""
@@ -76,21 +116,27 @@ class Firmware:
             packages.install(self.packages, into / "lib")
         return into
 
-    def deploy(self, board: Board, config: dict | None = None) -> DeployReport:
-        """Copy the firmware onto the board (unchanged files skipped), then its config file."""
+    def deploy(self, board: Board, config: dict | None = None,
+               files: dict[str, bytes] | None = None) -> DeployReport:
+        """Copy the firmware onto the board (unchanged files skipped), then its config files:
+        `config` as /hil_config.json, and each of `files` (board path -> content)."""
         staging = tempdirs.make_temp_dir("stage")
         try:
             report = board.deploy(self.stage(staging))
         finally:
             tempdirs.remove(staging)
         if config is not None:
-            from .device_config import CONFIG_FILE, dumps
             board.put_bytes(dumps(config).encode(), CONFIG_FILE)
+        for name, content in (files or {}).items():
+            parent = str(PurePosixPath(name.strip("/")).parent)
+            if parent not in ("", "."):
+                board.mkdir(parent)
+            board.put_bytes(content, name)
         return report
 
-    def start(self, board: Board, config: dict | None = None) -> FirmwareRun:
+    def start(self, board: Board, config: dict | None = None, files: dict[str, bytes] | None = None) -> FirmwareRun:
         """Deploy and run main.py in the background."""
-        self.deploy(board, config)
+        self.deploy(board, config, files)
         return board.run("main.py")
 
     def __repr__(self) -> str:
@@ -106,10 +152,19 @@ class Device:
     run: FirmwareRun
     client_id: str
     prefix: str
+    topics: dict[str, str] = field(default_factory=dict)  # the firmware's own topic scheme
 
     def topic(self, name: str) -> str:
-        """One of the device's topics: device.topic("telemetry") -> "hil/weather-1/telemetry"."""
-        return f"{self.prefix}/{name}"
+        """One of the device's topics: its template from the firmware's topic scheme
+        ("stations/{client_id}/reading"), else "<prefix>/<name>" ("hil/weather-1/telemetry")."""
+        template = self.topics.get(name)
+        if template is None:
+            return f"{self.prefix}/{name}"
+        try:
+            return template.format(client_id=self.client_id, prefix=self.prefix, name=name)
+        except (KeyError, IndexError, ValueError) as e:
+            raise FirmwareError(f"topic {name!r} = {template!r}: unknown placeholder {e}; use {{client_id}}, "
+                                "{prefix} or {name}") from None
 
     @property
     def console(self):

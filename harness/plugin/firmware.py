@@ -15,7 +15,9 @@ import pytest
 
 from ..board.board import Board
 from ..deploy.device_config import build_config
+from ..deploy.config_files import Endpoints, render
 from ..deploy.firmware import Device, Firmware
+from ..secret import secret
 from .options import options
 
 _ids = itertools.count(1)
@@ -28,29 +30,46 @@ def firmware(firmware_dir: Path) -> Firmware:
 
 
 @pytest.fixture
-def start_firmware(request: pytest.FixtureRequest, board: Board, firmware: Firmware,
-                   broker: Any) -> Callable[..., Device]:
-    """Deploy the firmware with a config naming this test's broker, and run it.
+def start_firmware(request: pytest.FixtureRequest, board: Board, broker: Any) -> Callable[..., Device]:
+    """Deploy a firmware with its config files filled from this test's endpoints, and run it.
 
-    start_firmware(client_id=None, via=None, cloud=None, extra=None, keepalive=30) -> Device.
-    `via` is something with .host/.port (a netfault proxy) the board dials instead of the
-    broker; `cloud` an HTTP endpoint with .url; `extra` firmware settings (config "extra").
+    start_firmware(client_id=None, via=None, cloud=None, extra=None, keepalive=30, files=None,
+    topics=None, firmware=None) -> Device.
+    - `files`: the firmware's own config files, board path -> template (config_files.py), on top
+      of the manifest's "config_files"; /hil_config.json is written too, for firmware that reads it.
+    - `topics`: the firmware's topic scheme, name -> template, on top of the manifest's "topics".
+    - `firmware`: another firmware folder (a path, e.g. one built in tmp_path, or a Firmware).
+    - `via`: something with .host/.port (a netfault proxy) the board dials instead of the broker;
+      `cloud`: an HTTP endpoint with .url; `extra`: firmware settings (config "extra").
     The Device names the client id and the topics: device.topic("telemetry").
     """
     wifi = options(request.config).wifi
 
     def start(client_id: str | None = None, via: Any = None, cloud: Any = None,
-              extra: dict | None = None, keepalive: int = 30) -> Device:
-        cid = client_id or f"{firmware.name.split('_')[0][:12]}-{next(_ids)}"
+              extra: dict | None = None, keepalive: int = 30, files: dict[str, Any] | None = None,
+              topics: dict[str, str] | None = None, firmware: str | Path | Firmware | None = None) -> Device:
+        if firmware is None:  # the test's firmware (--firmware, the ini file, or its marker)
+            chosen = request.getfixturevalue("firmware")
+        else:
+            chosen = firmware if isinstance(firmware, Firmware) else Firmware(firmware)
+        cid = client_id or f"{chosen.name.split('_')[0][:12]}-{next(_ids)}"
         prefix = f"hil/{cid}"
         target = via if via is not None else broker
-        cfg = build_config(_Endpoint(target.host, target.port, getattr(broker, "credentials", None)), cid,
-                           wifi=wifi, cloud_url=cloud.url if cloud is not None else None,
-                           keepalive=keepalive, topic_prefix=prefix, extra=extra)
+        user, password = getattr(broker, "credentials", None) or (None, None)
+        endpoints = Endpoints(host=target.host, port=target.port, client_id=cid, user=user,
+                              password=secret(password), keepalive=keepalive, topic_prefix=prefix,
+                              wifi_ssid=wifi[0] if wifi else None, wifi_password=wifi[1] if wifi else None,
+                              cloud_url=cloud.url if cloud is not None else None, extra=dict(extra or {}))
+        cfg = build_config(_Endpoint(target.host, target.port, (user, password) if user else None), cid,
+                           wifi=wifi, cloud_url=endpoints.cloud_url, keepalive=keepalive,
+                           topic_prefix=prefix, extra=extra)
+        templates = {**chosen.config_files, **(files or {})}
+        rendered = {name: render(name, template, endpoints) for name, template in templates.items()}
         if board.sim is not None and "telemetry" in request.fixturenames:
             # Messages from this device carry the board's clock (rates asserted in board time).
             request.getfixturevalue("telemetry").attach_board_clock(board.sim.publishes, cid)
-        return Device(board, firmware, firmware.start(board, cfg), cid, prefix)
+        return Device(board, chosen, chosen.start(board, cfg, rendered), cid, prefix,
+                      topics={**chosen.topics, **(topics or {})})
 
     return start
 

@@ -1,0 +1,111 @@
+"""Config files in the firmware's own format, filled from the test's endpoints.
+
+Teams do not rewrite their config handling to be tested: the firmware keeps reading its own
+`station.json`, `secrets.py` or `settings.txt`, and the test (or the firmware's manifest) gives a
+template for each, filled with where this test's broker, WiFi and cloud are:
+
+    start_firmware(files={
+        "station.json": {"broker": "{host}", "port": "{port}", "id": "{client_id}", "every": 600},
+        "secrets.py": "SSID = {wifi_ssid!r}\\nPASSWORD = {wifi_password!r}\\n",
+    })
+
+- a dict or list is written as JSON; a string in it that is exactly one placeholder ("{port}")
+  takes the value with its type (an int stays an int), other strings are formatted;
+- a string is formatted with str.format (so `{host!r}` gives a Python literal) and written as text;
+- bytes are written as they are; a callable gets the values (a dict) and returns one of the above.
+
+Placeholders: host, port, user, password, client_id, keepalive, topic_prefix, wifi_ssid,
+wifi_password, cloud_url, and every key of the test's `extra` settings.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
+
+from ..errors import FirmwareError
+from ..secret import Secret, reveal
+
+Template = Union[dict, list, str, bytes, Callable[[dict], Any]]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What a board under test must know: its broker, its client id, its WiFi, its cloud."""
+
+    host: str
+    port: int
+    client_id: str
+    user: str | None = None
+    password: Secret | None = None
+    keepalive: int = 30
+    topic_prefix: str = ""
+    wifi_ssid: str | None = None
+    wifi_password: Secret | None = None
+    cloud_url: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def values(self) -> "_Values":
+        """The placeholders' values (passwords revealed: they go into the board's files)."""
+        values = _Values(self.extra)
+        values.update(host=self.host, port=self.port, client_id=self.client_id, user=self.user,
+                      password=reveal(self.password), keepalive=self.keepalive,
+                      topic_prefix=self.topic_prefix, wifi_ssid=self.wifi_ssid,
+                      wifi_password=reveal(self.wifi_password), cloud_url=self.cloud_url)
+        return values
+
+
+class _Values(dict):
+    """The placeholder values; printed (in a traceback's locals, say) without their content."""
+
+    def __repr__(self) -> str:
+        return f"<config values: {', '.join(sorted(self))}>"
+
+
+def render(name: str, template: Template, endpoints: Endpoints) -> bytes:
+    """The content of config file `name` for these endpoints."""
+    values = endpoints.values()
+    if callable(template):
+        template = template(values)
+    if isinstance(template, bytes):
+        return template
+    if isinstance(template, str):
+        return _format(name, template, values).encode()
+    if isinstance(template, (dict, list)):
+        return json.dumps(_fill(name, template, values)).encode()
+    raise FirmwareError(f"config file {name}: a template is a dict, list, str, bytes or callable, "
+                        f"not {type(template).__name__}")
+
+
+def _fill(name: str, node: Any, values: dict) -> Any:
+    if isinstance(node, dict):
+        return {key: _fill(name, value, values) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_fill(name, value, values) for value in node]
+    if isinstance(node, str):
+        parsed = list(string.Formatter().parse(node))
+        if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1] and not parsed[0][2] and not parsed[0][3]:
+            return _lookup(name, parsed[0][1], values)  # "{port}": the value itself, typed
+        return _format(name, node, values)
+    return node
+
+
+def _lookup(name: str, key: str, values: dict) -> Any:
+    if key not in values:
+        raise _unknown(name, key, values)
+    return values[key]
+
+
+def _format(name: str, text: str, values: dict) -> str:
+    try:
+        return text.format_map(values)
+    except KeyError as e:
+        raise _unknown(name, e.args[0], values) from None
+    except (ValueError, IndexError, AttributeError) as e:
+        raise FirmwareError(f"config file {name}: bad template ({e}); write literal braces as {{{{ }}}}") from None
+
+
+def _unknown(name: str, key: str, values: dict) -> FirmwareError:
+    return FirmwareError(f"config file {name}: unknown placeholder {{{key}}}; known: {', '.join(sorted(values))}")
