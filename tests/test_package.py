@@ -51,8 +51,9 @@ def imports_of(path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str
                 continue
             names = [a.name for a in node.names]
             submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
-            found.append((target, names, node.lineno))
             found += [(s, [], node.lineno) for s in submodules]
+            if len(submodules) < len(names):  # names from the module itself, not only its submodules
+                found.append((target, [n for n in names if f"{target}.{n}" not in modules], node.lineno))
         elif isinstance(node, ast.Import):
             found += [(a.name, [], node.lineno) for a in node.names if a.name.startswith(NAME)]
     return found

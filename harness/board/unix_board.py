@@ -8,12 +8,11 @@ the way the chip reboots (the ROM's reset line, then boot.py and main.py); a res
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from pathlib import Path
 
 from .board import DEFAULT_TIMEOUT, Board
 from .device_code import boot_scripts
+from .. import tempdirs
 from ..errors import BoardCrashed, BoardError
 from ..sim.protocol import RESET_EXIT_CODES, ROM_RESET_LINES
 from ..sim.simulator import Simulator
@@ -45,7 +44,10 @@ class UnixBoard(Board, kind="unix"):
         the raw REPL."""
         name = name or f"unix#{next(_names)}"
         owns_root = root is None
-        root_path = Path(tempfile.mkdtemp(prefix="hil-board-")) if owns_root else Path(root)
+        # An owned root is the "flash" folder inside a marked temp folder (tempdirs), so a run
+        # killed before close() leaves nothing the next run does not remove; the marker sits
+        # beside the flash folder, not in it, where board.ls() would show it.
+        root_path = tempdirs.make_temp_dir("board") / "flash" if owns_root else Path(root)
         (root_path / "lib").mkdir(parents=True, exist_ok=True)
         port = None
         try:
@@ -56,7 +58,7 @@ class UnixBoard(Board, kind="unix"):
             if port is not None:
                 port.close()
             if owns_root:
-                shutil.rmtree(root_path, ignore_errors=True)
+                tempdirs.remove(root_path.parent)
             raise
         return cls(transport, port, root_path, sim=sim, timeout=timeout, owns_root=owns_root)
 
@@ -117,7 +119,7 @@ class UnixBoard(Board, kind="unix"):
     def release(self) -> None:
         self.port.close()
         if self._owns_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            tempdirs.remove(self.root.parent)
 
     # -- the process ending on its own -------------------------------------------------------
     def _on_process_exit(self, code: int) -> None:

@@ -7,8 +7,6 @@ Each test's traffic is saved as telemetry.jsonl in the test's artifact folder.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,8 +14,11 @@ from typing import Callable, Iterator
 import pytest
 
 from ..mqtt.broker import Broker, BrokerError, MosquittoBroker, make_broker
+from ..board.unix_port import Launch, Spawner, find_micropython
 from ..cloud import Cloud
+from ..deploy import packages
 from ..mqtt.telemetry import Telemetry
+from ..secret import reveal
 from .options import options
 
 
@@ -93,25 +94,26 @@ def connect(client_id, clean=True, keepalive=0, will=None, cls=MQTTClient):
 
 @pytest.fixture
 def micropython_mqtt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start MicroPython unix-port scripts with umqtt.simple/robust importable; killed by pid after.
+    """Start MicroPython unix-port scripts with umqtt.simple/robust importable; killed by pid after
+    (and with pytest, however it ends: they are started like boards, see board.unix_port).
 
     spawn(script, broker=b) prepends HOST, PORT, USER, PASSWORD and a `connect(client_id, clean=True,
     keepalive=0, will=None)` helper returning a connected umqtt client.
     """
-    from ..deploy import packages
-
     lib = packages.ensure(["umqtt.simple", "umqtt.robust"])
+    binary = find_micropython()
+    spawner = Spawner("micropython-mqtt")
     started: list[subprocess.Popen] = []
 
     def spawn(script: str, *args: str, broker: Broker | None = None) -> subprocess.Popen:
         path = tmp_path / f"mpy_{len(started)}.py"
         if broker is not None:
             user, password = broker.credentials or (None, None)
-            script = _PRELUDE.format(host=broker.host, port=broker.port, user=user, password=password) + script
+            script = _PRELUDE.format(host=broker.host, port=broker.port, user=user, password=reveal(password)) + script
         path.write_text(script)
-        env = dict(os.environ, MICROPYPATH=f".frozen:{lib}")
-        proc = subprocess.Popen(["micropython", str(path), *args], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        launch = Launch.for_root(binary, tmp_path, extra_args=[str(path), *args],
+                                 extra_env={"MICROPYPATH": f".frozen:{lib}"})
+        proc = spawner.spawn(launch, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         started.append(proc)
         return proc
 
@@ -120,7 +122,8 @@ def micropython_mqtt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]
     finally:
         for proc in started:
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
+                proc.kill()
             proc.wait()
             if proc.stdout:
                 proc.stdout.close()
+        spawner.close()
