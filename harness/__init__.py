@@ -27,7 +27,7 @@ from .deploy import CONFIG_FILE, Device, Firmware, build_config, packages
 from .errors import (BenchBudgetExceeded, BenchError, BoardConnectionError, BoardCrashed, BoardError,
                      BoardException, BoardMemoryError, BoardRebooted, BoardTimeout, BrokerError, CheckFailed,
                      CloudError, DifferenceFound, FirmwareError, FuzzBadReply, FuzzCrash, FuzzFailure, FuzzHang,
-                     FuzzWrongReply, HarnessError, MicroPythonNotFound, MqttError, NetFaultError, PackageError,
+                     FuzzWrongReply, HarnessError, HarnessWarning, MicroPythonNotFound, MqttError, NetFaultError, PackageError,
                      ProfileError, SimulatorError, TelemetryError)
 from .mqtt.broker import AmqttBroker, Broker, ExternalBroker, MosquittoBroker, make_broker
 from .mqtt.client import MqttClient
@@ -63,6 +63,8 @@ __all__ = [
     "HarnessError", "BenchError", "BoardConnectionError", "BoardCrashed", "BoardError", "BoardException",
     "BoardMemoryError", "BoardRebooted", "BoardTimeout", "BrokerError", "CloudError", "FirmwareError",
     "MicroPythonNotFound", "MqttError", "NetFaultError", "PackageError", "ProfileError", "SimulatorError",
+    # ... or stepped in and went on
+    "HarnessWarning",
     # ... or the firmware failed a check
     "CheckFailed", "BenchBudgetExceeded", "DifferenceFound", "FuzzBadReply", "FuzzCrash", "FuzzFailure",
     "FuzzHang", "FuzzWrongReply", "TelemetryError",

@@ -17,6 +17,11 @@ class HarnessError(Exception):
     """Base of every error the harness raises on purpose."""
 
 
+class HarnessWarning(UserWarning):
+    """The harness had to step in (a board reset to stop firmware that ignored the interrupt, a
+    package fallback); the run goes on."""
+
+
 class MicroPythonNotFound(HarnessError):
     """The unix-port `micropython` binary could not be found or started."""
 

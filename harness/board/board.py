@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ import serial
 
 from .console import Console
 from .device_code import HASHER, MKDIRS, RMTREE, run_script
-from ..errors import BoardConnectionError, BoardError, BoardRebooted, BoardTimeout, FirmwareError
+from ..errors import (BoardConnectionError, BoardError, BoardRebooted, BoardTimeout, FirmwareError,
+                      HarnessWarning)
 from .firmware_run import FirmwareRun
 from .spec import BoardSpec
 from .transport import ReplTransport
@@ -182,6 +184,16 @@ class Board(ABC):
         if self._run is run:
             self._run = None
 
+    def force_stop(self, run: FirmwareRun, why: str) -> None:
+        """A run that ignored its interrupt: reset the board so the next command works, and say
+        so once (a warning, and a line in the console log where it happened)."""
+        self.console.feed(f"\n[hil] {why}: resetting the board\n")
+        warnings.warn(HarnessWarning(f"{self.name}: {why}; the board was reset to stop it"), stacklevel=3)
+        if self._run is run:
+            self._run = None
+        self._relaunch_pending = False
+        self._enter_repl(soft_reset=self.reboot(hard=True))
+
     def note_reboot(self, line: str) -> None:
         """The board reset outside a firmware run (a simulated chip reset from the REPL) and its
         REPL is back: the next command resynchronises and raises BoardRebooted naming `line`."""
@@ -195,6 +207,10 @@ class Board(ABC):
         self._check_alive()
         try:
             self.transport.enter_repl(soft_reset=soft_reset, timeout=self.timeout)
+        except BoardConnectionError as e:
+            # A process that died at start (a binary that is not MicroPython) may show as the pty
+            # hanging up before its exit is handled: the same one error either way.
+            raise self.connection_lost(e) from None
         except BoardTimeout:
             crash = self.crash_reason()
             if crash is not None:

@@ -58,6 +58,9 @@ class RunHost(Protocol):
     def run_collected(self, run: "FirmwareRun") -> None:
         """The test took the run's outcome (wait/stop): the REPL is the board's again."""
 
+    def force_stop(self, run: "FirmwareRun", why: str) -> None:
+        """The run ignored its interrupt: reset the board so the next command works, saying `why`."""
+
 
 class FirmwareRun:
     """A script running on the board in the background; its output streams into the console."""
@@ -167,7 +170,11 @@ class FirmwareRun:
             raise self.error
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Interrupt the script (KeyboardInterrupt on the board) and take the REPL back."""
+        """Interrupt the script (KeyboardInterrupt on the board) and take the REPL back.
+
+        Firmware that swallows the interrupt (a bare `except:` around its loop) is stopped the
+        way a person at the bench would: the board is reset (the unix port relaunched, a chip's
+        EN pulsed), a HarnessWarning says so in one line, and the next command works."""
         if self._done.is_set():
             self.board.run_collected(self)
             return
@@ -177,8 +184,8 @@ class FirmwareRun:
         if not (self.board.interrupt_at_safe_point() and self._done.wait(0.5)):
             self.board.interrupt()
             if not self._done.wait(timeout):
-                self._stop.set()  # abandon the console; the next command resynchronises
+                self.abandon()  # the console is the reset's now
                 self._done.wait(1.0)
+                self.board.force_stop(self, f"{self.script} ignored KeyboardInterrupt for {timeout:g} s")
+                return
         self.board.run_collected(self)
-        if not self._done.is_set():
-            raise BoardTimeout(self.board.name, f"{self.script} ignored the interrupt for {timeout:g} s")

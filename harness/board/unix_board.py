@@ -72,8 +72,10 @@ class UnixBoard(Board, kind="unix"):
 
     def crash_reason(self) -> BoardError | None:
         if self.port.dead:
-            return BoardCrashed(self.name, f"micropython process exited with code {self.port.exit_codes[-1]}; "
-                                f"console tail:\n{self.console.tail()}")
+            tail = self.console.tail()
+            return BoardCrashed(self.name, f"the unix port ({self.port.binary}) exited with code "
+                                f"{self.port.exit_codes[-1]}" + (f"; console tail:\n{tail}" if tail.strip()
+                                                                else " before printing anything: is it MicroPython?"))
         return None
 
     def connection_lost(self, error: Exception) -> BoardError:
