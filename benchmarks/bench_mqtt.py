@@ -23,11 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness import packages  # noqa: E402
-from micropython_hil.mqtt.broker import AmqttBroker, MosquittoBroker  # noqa: E402
-from micropython_hil.mqtt.telemetry import Telemetry  # noqa: E402
+from micropython_hil.deploy import packages
+from micropython_hil.mqtt import AmqttBroker, MosquittoBroker, Telemetry
 
 FLOOD_QOS = 1  # QoS 1 keeps the flow steady (no backlog of thousands of tasks inside amqtt)
 

@@ -1,4 +1,4 @@
-"""The one unix-port launcher (unix_port.Launch, Spawner) and SimProcess, which uses it."""
+"""The one unix-port launcher (unix_port.Launch, started through a Tether) and SimProcess, which uses it."""
 
 import os
 import select

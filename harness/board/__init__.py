@@ -7,7 +7,7 @@
     BoardSpec      a parsed `--board` spec (spec.py)
     FirmwareRun    a script running in the background, its output in the board's Console
     SimProcess     MicroPython under a Simulator as a plain process, without the REPL
-    UnixPort, Launch, Spawner, find_micropython   launching the unix port (unix_port.py)
+    UnixPort, Launch, find_micropython   launching the unix port (unix_port.py)
     ReplTransport, find_esp32_port, ESP32_USB_IDS  the raw REPL over a serial line (transport.py)
 
 Importing this package registers the two board kinds, which Board.unix()/Board.serial() need.
@@ -21,10 +21,10 @@ from .sim_process import Run, SimProcess
 from .spec import BoardSpec
 from .transport import ESP32_USB_IDS, ReplTransport, find_esp32_port
 from .unix_board import UnixBoard
-from .unix_port import Launch, Spawner, UnixPort, find_micropython, wait_gone
+from .unix_port import Launch, UnixPort, find_micropython, wait_gone
 
 __all__ = [
     "BOOT_BANNER", "Board", "BoardSpec", "Console", "DEFAULT_TIMEOUT", "DeployReport", "ESP32_USB_IDS",
-    "FirmwareRun", "Launch", "ReplTransport", "Run", "RunHost", "SerialBoard", "SimProcess", "Spawner",
+    "FirmwareRun", "Launch", "ReplTransport", "Run", "RunHost", "SerialBoard", "SimProcess",
     "UnixBoard", "UnixPort", "find_esp32_port", "find_micropython", "open_board", "wait_gone",
 ]

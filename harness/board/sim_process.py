@@ -4,7 +4,7 @@ Launched exactly as a unix board is (unix_port.Launch: cwd = the board's root, M
 .frozen + simulator + root/lib, the simulator's environment and heap), with the simulator's
 startup code first and the script run as main.py. The simulator tests use it to check shims and
 virtual time on whole runs, reading stdout/stderr and the exit code. Its processes die with the
-harness, even a SIGKILLed one (unix_port.Spawner).
+harness, even a SIGKILLed one (tether.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .device_code import run_script
 from ..sim.simulator import Simulator
-from .unix_port import Launch, Spawner, find_micropython
+from ..tether import Tether
+from .unix_port import Launch, find_micropython
 
 
 @dataclass
@@ -36,7 +37,7 @@ class SimProcess:
     def __init__(self, root: Path, micropython: str | None = None) -> None:
         self.root = Path(root)
         self.micropython = find_micropython(micropython)
-        self._spawner: Spawner | None = None  # made at the first start, ended by close()
+        self._tether: Tether | None = None  # made at the first start, ended by close()
         self._procs: list[subprocess.Popen] = []
         self._sims: dict[subprocess.Popen, Simulator | None] = {}
 
@@ -52,9 +53,9 @@ class SimProcess:
         startup = sim.startup_code() if sim is not None else ""
         launch = Launch.for_root(self.micropython, self.root, sim,
                                  extra_args=["-c", startup + run_script(script)], extra_env=extra_env)
-        if self._spawner is None:
-            self._spawner = Spawner("sim-process")
-        p = self._spawner.spawn(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if self._tether is None:
+            self._tether = Tether("sim-process")
+        p = launch.start(self._tether, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._procs.append(p)
         self._sims[p] = sim
         return p
@@ -107,6 +108,6 @@ class SimProcess:
                 pass
         self._procs.clear()
         self._sims.clear()
-        if self._spawner is not None:
-            self._spawner.close()
-            self._spawner = None
+        if self._tether is not None:
+            self._tether.close()
+            self._tether = None

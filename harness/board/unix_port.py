@@ -3,8 +3,8 @@ behind a pty that is the body of a simulated board.
 
 `Launch.for_root` says how the unix port runs on a board's root folder (cwd = the root,
 MICROPYPATH = .frozen + the simulator's shims + root/lib, the simulator's environment and heap
-size); `Spawner` starts such launches as children that die with the harness, even when it is
-SIGKILLed. `UnixPort` (below) and `SimProcess` (sim_process.py) both launch through them.
+size); `Launch.start` forks it through a Tether (tether.py), so it dies with the harness, even
+a SIGKILLed one. `UnixPort` (below) and `SimProcess` (sim_process.py) both launch this way.
 
 UnixPort gives the child the pty's MASTER as stdin/stdout/stderr and the harness opens the
 SLAVE (`/dev/pts/N`), so mpremote's SerialTransport drives the process exactly as it drives a
@@ -14,9 +14,7 @@ chip on a serial port (see DESIGN.md for why this wiring and not the usual one).
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -30,12 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import HarnessError, MicroPythonNotFound
+from ..tether import Tether
 
 # Every live process the harness started, so an interpreter exit kills them all.
 _LIVE: "weakref.WeakSet[UnixPort]" = weakref.WeakSet()
-
-_PR_SET_PDEATHSIG = 1
-
 
 def find_micropython(explicit: str | None = None) -> str:
     """The unix-port binary to run: `explicit` if given, else `micropython` beside this Python or on PATH."""
@@ -90,64 +86,12 @@ class Launch:
         argv = (binary, *(sim.launch_args() if sim else []), *extra_args)
         return cls(argv=argv, cwd=root, env=env)
 
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """What the child runs before exec: SIGKILL it when the harness dies without cleaning up."""
-    def prepare() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:
-            os._exit(1)  # the harness died between fork and prctl: the signal will never come
-    return prepare
-
-
-class Spawner:
-    """Starts launches as children that die with this process (PR_SET_PDEATHSIG).
-
-    The kernel sends the parent-death signal when the *thread* that forked exits, not the
-    process, so every fork happens on one thread of this spawner that lives until close():
-    children started from a short-lived thread (a fixture's, a watcher's) would be killed
-    when that thread ends. Close the spawner only after its children are gone.
-    """
-
-    def __init__(self, name: str = "unix-port") -> None:
-        self.name = name
-        self._jobs: queue.Queue = queue.Queue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"{name}-spawner", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            launch, options, reply = job
-            try:
-                reply.put(subprocess.Popen(
-                    list(launch.argv), cwd=launch.cwd, env=dict(launch.env), close_fds=True,
-                    start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the board
-                    preexec_fn=_die_with_parent(os.getpid()), **options))
-            except Exception as e:  # handed to the caller: this thread must outlive every launch
-                reply.put(e)
-
-    def spawn(self, launch: Launch, **popen_options: Any) -> subprocess.Popen:
-        """Start `launch` (Popen's stdin/stdout/stderr/text options as given); OSError if it cannot."""
-        if self._closed:
-            raise HarnessError(f"{self.name}: cannot start {launch.argv[0]} after close()")
-        reply: queue.Queue = queue.Queue(maxsize=1)
-        self._jobs.put((launch, popen_options, reply))
-        result = reply.get()
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def close(self) -> None:
-        """End the spawning thread (which sends SIGKILL to any child still running)."""
-        self._closed = True
-        self._jobs.put(None)
+    def start(self, tether: Tether, **popen_options: Any) -> subprocess.Popen:
+        """Start this launch as a child of `tether` (Popen's stdin/stdout/stderr/text options as
+        given); OSError if it cannot start."""
+        return tether.popen(list(self.argv), cwd=self.cwd, env=dict(self.env), close_fds=True,
+                            start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the board
+                            **popen_options)
 
 
 class UnixPort:
@@ -172,7 +116,7 @@ class UnixPort:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         self.device = os.ttyname(self._slave)
-        self._spawner = Spawner(name)
+        self._tether = Tether(f"{name}-launcher")
         _LIVE.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -188,7 +132,7 @@ class UnixPort:
                 self.device = os.ttyname(self._slave)
             launch = Launch.for_root(self.binary, self.root, self.sim, extra_args)
             try:
-                proc = self._spawner.spawn(launch, stdin=self._master, stdout=self._master,
+                proc = launch.start(self._tether, stdin=self._master, stdout=self._master,
                                            stderr=self._master)
             except OSError as e:
                 raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {e.strerror}") from None
@@ -275,7 +219,7 @@ class UnixPort:
         with self._lock:
             self._closing = True
             self._kill()
-            self._spawner.close()
+            self._tether.close()
         self.hangup()
         _LIVE.discard(self)
 

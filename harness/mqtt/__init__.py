@@ -1,1 +1,16 @@
-"""mqtt"""
+"""MQTT for the harness: the broker a board talks to (embedded amqtt, mosquitto or an external
+one), the harness's own MQTT client, the recorder of routed traffic with its checks, and the
+checks of a device living through an outage."""
+
+from ..errors import BrokerError, MqttError, TelemetryError
+from .board_clock import BoardClock
+from .broker import AmqttBroker, Broker, ExternalBroker, MosquittoBroker, make_broker
+from .client import MqttClient
+from .listener import Listener
+from .outage import Outage
+from .telemetry import Message, Telemetry, Where
+from .topics import topic_matches
+
+__all__ = ["Broker", "AmqttBroker", "MosquittoBroker", "ExternalBroker", "make_broker", "MqttClient",
+           "Listener", "Telemetry", "Message", "Where", "topic_matches", "BoardClock", "Outage",
+           "BrokerError", "MqttError", "TelemetryError"]

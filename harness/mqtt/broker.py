@@ -4,18 +4,26 @@ One `Broker` interface over the three kinds (.host, .port, .url, .credentials, s
 context manager) plus what tests need from a broker: capture of every routed message
 (`add_listener`), retained state (`retained`), and faults (`restart`, `kick`, `mute_pings`).
 
-The embedded amqtt 0.12 broker is patched for its known faults (see DESIGN.md): sessions are not
+The embedded amqtt 0.12 broker is used through its public API (an auth plugin, its
+external-listener entry point, its sessions/subscriptions/retained_messages), and patched where
+no public hook reaches one of its known faults (see _PatchedAmqtt and DESIGN.md): sessions are not
 marked anonymous so persistent sessions survive reconnects; a client silent for 1.5x its
 keepalive is dropped so its last will fires; the QoS delivered is min(publish QoS, subscription
 QoS) instead of the subscriber's QoS; messages published just before a DISCONNECT are routed
-instead of dropped. On mosquitto and external brokers capture subscribes to
-'#' with an MQTT 5 client (retain-as-published, so retain flags match amqtt's capture).
+instead of dropped. Capture on amqtt records each message where it enters routing, inside the
+patch the QoS fix needs anyway: amqtt's MESSAGE_BROADCAST event would do too, but amqtt runs each
+event handler as a new task, a loop iteration later, which added 65 us to every recorded arrival
+(bench_mqtt latency p50 0.20 -> 0.27 ms), and it is not fired for wills. On mosquitto and
+external brokers capture subscribes to '#' with an MQTT 5 client (retain-as-published, so
+retain flags match amqtt's capture).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import errno
 import hmac
 import os
 import pwd
@@ -24,31 +32,30 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker as _Amqtt
+from amqtt.broker import RetainedApplicationMessage
 from amqtt.errors import BrokerError as _AmqttBrokerError
+from amqtt.events import BrokerEvents
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-from ..errors import BrokerError
+from ..errors import BrokerError, MqttError
+from ..secret import Secret, reveal
+from ..tempdirs import make_temp_dir, remove as remove_temp_dir
 from .client import MqttClient
-from ..errors import MqttError
+from .listener import Listener
+from ..tether import Tether
+from .topics import topic_matches
 
 __all__ = ["Broker", "AmqttBroker", "MosquittoBroker", "ExternalBroker", "BrokerError", "MqttClient",
            "MqttError", "make_broker", "Listener"]
-
-
-class Listener(Protocol):
-    """Called from the broker's thread for every routed message; must be quick and not raise."""
-
-    def __call__(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool,
-                 client_id: str | None) -> None: ...
 
 
 def _lan_address() -> str:
@@ -68,6 +75,7 @@ def _free_port(host: str) -> int:
 
 
 def _wait_listening(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> bool:
+    # Polled: nothing announces that another process has started listening.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():
         try:
@@ -93,6 +101,7 @@ class Broker:
 
     @property
     def url(self) -> str:
+        """mqtt://[user:***@]host:port: for messages and logs, so the password is masked."""
         auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
         return f"mqtt://{auth}{self.host}:{self.port}"
 
@@ -105,7 +114,7 @@ class Broker:
         if self.lan:
             self.host = _lan_address()
             if self.credentials is None:
-                self.credentials = ("hil-" + secrets.token_hex(4), secrets.token_urlsafe(18))
+                self.credentials = ("hil-" + secrets.token_hex(4), Secret(secrets.token_urlsafe(18)))
 
     def start(self) -> "Broker":
         raise NotImplementedError
@@ -177,8 +186,12 @@ class Broker:
 class HarnessAuthPlugin(BaseAuthPlugin):
     """Accepts every client on loopback, only the generated credentials otherwise.
 
-    Unlike amqtt's anonymous plugin it never marks a session anonymous, so persistent
-    (clean_session=0) sessions keep subscriptions and queued QoS 1/2 messages across reconnects.
+    Fixes: amqtt's own AnonymousAuthPlugin marks each session it admits anonymous, and amqtt
+    then forgets a disconnected anonymous session within a second (its session monitor) and
+    queues nothing for it, so persistent (clean_session=0) sessions would lose their
+    subscriptions and queued QoS 1/2 messages across reconnects. This plugin never marks a
+    session anonymous. Guarded by tests/test_broker_amqtt_fixes.py::
+    test_a_persistent_session_keeps_what_was_queued_while_it_was_away.
     """
 
     @dataclass
@@ -194,23 +207,73 @@ class HarnessAuthPlugin(BaseAuthPlugin):
         return session.username == self.config.username and hmac.compare_digest(password, self.config.password)
 
 
-_PUBLISHED = contextvars.ContextVar("hil_published", default=None)  # the app message being routed
+class _ConnectionWriter(StreamWriterAdapter):
+    """amqtt's writer for one client connection, which the harness can also cut as a dead link
+    would be cut, and wait out."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__(writer)
+        self.stream = writer
+        self.task = asyncio.current_task()  # the connection's handling: done once amqtt let go of it
+
+    def cut(self) -> None:
+        self.stream.transport.abort()
+
+
+# Per connection (its task's context): a one-item list holding the message its client loop is
+# routing, so the routing step knows the QoS it was published with.
+_DELIVERING: contextvars.ContextVar[list] = contextvars.ContextVar("hil_delivering")
 
 
 class _PatchedAmqtt(_Amqtt):
-    """amqtt's broker with the harness's fixes and hooks (overrides of its 0.12 internals)."""
+    """amqtt's broker behind a listening socket of the harness's own, with the harness's fixes.
+
+    amqtt binds nothing itself (an "external" listener): `listen` owns the socket and hands each
+    connection to amqtt's public `external_connected`, which lets restart close and reopen it.
+    Four private amqtt names remain, each where no public hook reaches an amqtt fault:
+      _initialize_client_session  the one point where a connection's handler and session are
+                                  both known before its reader starts: keepalive enforcement,
+                                  the DISCONNECT drain, muted pings, noting each publish's QoS
+      _broadcast_message          where every message (wills too) enters routing: carries its
+                                  publish QoS to the routing loop; capture records it here
+      _run_broadcast, _broadcast_queue   the routing loop, for the QoS downgrade
+    """
 
     def __init__(self, config: dict, owner: "AmqttBroker") -> None:
         super().__init__(config)
         self.owner = owner
+        self.server: asyncio.Server | None = None
 
+    # -- the listening socket
+    async def listen(self, host: str, port: int) -> int:
+        """Accept clients on host:port (0: a free one) and hand them to amqtt; the port."""
+        self.server = await asyncio.start_server(self.accept, host, port, reuse_address=True)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.external_connected(StreamReaderAdapter(reader), _ConnectionWriter(writer), "default")
+
+    @staticmethod
+    def cut(handler) -> None:
+        """Drop a client's connection abruptly, as a dead link would (its will fires)."""
+        if isinstance(handler.writer, _ConnectionWriter):
+            handler.writer.cut()
+
+    # -- per connection
     async def _initialize_client_session(self, reader, writer, remote_address, remote_port):
         handler, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+
+        # Fix, no keepalive enforcement: amqtt's reader waits keep_alive seconds for each packet,
+        # then calls handle_read_timeout(), a no-op, and waits again, so a dead client is never
+        # dropped and its will never fires. Allow 1.5x keepalive (MQTT-3.1.2-24), then cut the
+        # connection. Guarded by tests/test_broker_amqtt_fixes.py::
+        # test_a_silent_client_is_dropped_after_one_and_a_half_keepalives.
         if session.keep_alive > 0:
-            # amqtt never enforces keepalive; its reader waits keep_alive seconds per packet then
-            # calls handle_read_timeout(), which we make close the connection (will fires).
             session.keep_alive = session.keep_alive * 1.5
-        handler.handle_read_timeout = lambda: self._drop(handler)
+        handler.handle_read_timeout = lambda: self.cut(handler)
+
+        # Fault injection, not a fix: mute_pings() makes the broker look hung to its clients.
+        # Guarded by tests/test_broker.py::test_muted_pings_look_like_a_hung_broker[amqtt].
         answer_ping = handler.handle_pingreq
 
         async def maybe_answer_ping(packet):
@@ -218,85 +281,115 @@ class _PatchedAmqtt(_Amqtt):
                 await answer_ping(packet)
 
         handler.handle_pingreq = maybe_answer_ping
+
+        # Fix, publishes lost behind a DISCONNECT: amqtt ends the client loop on DISCONNECT and
+        # drops the publishes still queued behind it (a QoS 0 burst then a disconnect loses
+        # most of it). Report the DISCONNECT only once the messages read before it have been
+        # taken for routing. Guarded by tests/test_broker_amqtt_fixes.py::
+        # test_a_burst_published_just_before_disconnect_is_routed_whole.
         wait_disconnect = handler.wait_disconnect
 
         async def wait_disconnect_after_deliveries():
-            # amqtt ends the client loop on DISCONNECT and drops publishes still queued behind it
-            # (a QoS 0 burst then disconnect loses most of it): report the DISCONNECT only once
-            # the messages read before it have been routed.
             result = await wait_disconnect()
+            # Polled: nothing announces the queue running empty (amqtt never calls task_done(),
+            # and its clear_queues() empties it without a call we could hook).
             while not session.delivered_message_queue.empty():
                 await asyncio.sleep(0.002)
             return result
 
         handler.wait_disconnect = wait_disconnect_after_deliveries
+
+        # Part of the QoS fix (see _broadcast_message): note the message this connection's
+        # client loop takes for routing.
+        delivering: list = [None]
+        _DELIVERING.set(delivering)
+        deliver_next = handler.mqtt_deliver_next_message
+
+        async def deliver_next_noted():
+            delivering[0] = await deliver_next()
+            return delivering[0]
+
+        handler.mqtt_deliver_next_message = deliver_next_noted
         return handler, session
 
-    @staticmethod
-    def _drop(handler) -> None:
-        writer = getattr(handler.writer, "_writer", None)
-        if writer is not None:
-            writer.transport.abort()
-
-    async def _handle_message_delivery(self, client_session, handler, wait_deliver):
-        _PUBLISHED.set(wait_deliver.result())
-        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
-
+    # -- routing
     async def _broadcast_message(self, session, topic, data, force_qos=None):
-        message = _PUBLISHED.get()
-        if force_qos is not None or message is None or session is None:
-            # a will (force_qos), or a broker-internal message
-            retain = bool(session and force_qos is not None and session.will_retain)
-            qos = force_qos if force_qos is not None else 0
-            dup = False
-        else:
+        # Every message amqtt routes passes here, the client's publishes and the wills it sends
+        # for dead clients alike: capture records it here, then its QoS rides along to the
+        # routing loop as the broadcast's "qos" (the QoS fix, see _run_broadcast).
+        message = None
+        if force_qos is None and session is not None:
+            delivering = _DELIVERING.get(None)
+            if delivering and delivering[0] is not None and delivering[0].data is data:
+                message = delivering[0]
+        if message is not None:  # a client's publish
             packet = message.publish_packet
             qos, retain, dup = message.qos or 0, bool(packet and packet.retain_flag), bool(packet and packet.dup_flag)
-        self.owner._emit(topic, data or b"", qos, retain, dup, session.client_id if session else None)
-        broadcast = {"session": session, "topic": topic, "data": data, "publish_qos": qos}
-        await self._broadcast_queue.put(broadcast)
+        else:  # a last will (force_qos is its QoS), or a broker-internal message (no session)
+            qos, dup = force_qos or 0, False
+            retain = bool(session is not None and force_qos is not None and session.will_retain)
+        self.owner._emit(topic, data or b"", qos, retain, dup, session.client_id if session is not None else None)
+        await super()._broadcast_message(session, topic, data, qos)
 
     async def _run_broadcast(self, running_tasks) -> None:
-        # Our own routing loop: the delivered QoS is min(publish QoS, subscription QoS).
+        # Fix, QoS upgrade: amqtt delivers each message at the subscription's QoS, or at a forced
+        # QoS to every subscriber, so a QoS 0 publish reaches a QoS 1 subscriber as QoS 1. This
+        # routing loop delivers min(publish QoS, subscription QoS) (MQTT-3.8.4-6). Guarded by
+        # tests/test_broker_amqtt_fixes.py::test_the_delivered_qos_is_the_lower_of_publish_and_subscription.
         broadcast = await self._broadcast_queue.get()
         topic, data = broadcast["topic"], broadcast["data"]
-        for topic_filter, subscriptions in list(self._subscriptions.items()):
-            if not self._matches(topic, topic_filter):
+        for topic_filter, subscriptions in list(self.subscriptions.items()):
+            if not topic_matches(topic_filter, topic):
                 continue
             for target, sub_qos in list(subscriptions):
-                qos = min(broadcast.get("publish_qos", sub_qos), sub_qos)
+                qos = min(broadcast.get("qos", sub_qos), sub_qos)
                 if target.transitions.state != "connected":
                     if not target.clean_session and qos > 0:
-                        await self._retain_broadcast_message(broadcast, qos, target)
+                        await self.hold_for(target, broadcast, qos)
                     continue
-                handler = self._get_handler(target)
+                handler = self.sessions.get(target.client_id, (None, None))[1] if target.client_id else None
                 if handler:
                     running_tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False)))
 
+    async def hold_for(self, target: Session, broadcast: dict, qos: int) -> None:
+        """Queue a message for an offline persistent session until it reconnects."""
+        held = RetainedApplicationMessage(broadcast["session"], broadcast["topic"], broadcast["data"], qos)
+        await target.retained_messages.put(held)
+        await self.plugins_manager.fire_event(BrokerEvents.RETAINED_MESSAGE, client_id=target.client_id,
+                                              retained_message=held)
+
+    # -- faults
     async def reopen(self, keep_sessions: bool, downtime: float) -> None:
         """Close the listener and every connection (no wills: the broker died, not the client)."""
-        server = self._servers["default"]
-        server.instance.close()
-        for session, handler in list(self._sessions.values()):
+        self.server.close()
+        dropped = []
+        for session, handler in list(self.sessions.values()):
             session.will_flag = False
             if session.transitions.state == "connected":
-                self._drop(handler)
-        await asyncio.sleep(0.01)  # let the handlers see their connections close
+                self.cut(handler)
+                if isinstance(handler.writer, _ConnectionWriter) and handler.writer.task is not None:
+                    dropped.append(handler.writer.task)
+        if dropped:  # amqtt has let go of a connection once its task ends
+            await asyncio.wait(dropped, timeout=5)
         if not keep_sessions:
-            self._sessions.clear()
-            self._subscriptions.clear()
-            self._retained_messages.clear()
+            self.sessions.clear()
+            self.subscriptions.clear()
+            self.retained_messages.clear()
         await asyncio.sleep(downtime)
-        listener = self.listeners_config["default"]
-        address, _port = self._split_bindaddr_port(listener["bind"], 1883)
-        server.instance = await self._create_server_instance("default", listener.type, address, self.owner.port, None)
+        await self.listen(self.owner.bind_host, self.owner.port)
 
     async def kick(self, client_id: str) -> bool:
-        session, handler = self._sessions.get(client_id, (None, None))
+        session, handler = self.sessions.get(client_id, (None, None))
         if session is None or session.transitions.state != "connected":
             return False
-        self._drop(handler)
+        self.cut(handler)
         return True
+
+    async def close(self) -> None:
+        """Stop accepting clients, then shut amqtt down."""
+        if self.server is not None:
+            self.server.close()
+        await self.shutdown()
 
 
 @dataclass
@@ -313,7 +406,9 @@ class AmqttBroker(Broker):
     def _config(self) -> dict:
         user, password = self.credentials or (None, None)
         return {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.bind_host}:{self.port}"}},
+            # "external": amqtt binds no socket (_PatchedAmqtt.listen does); it skips a listener
+            # without a "bind", which it does not use for this type.
+            "listeners": {"default": {"type": "external", "bind": f"{self.bind_host}:{self.port}"}},
             "plugins": {f"{__name__}.HarnessAuthPlugin": {"username": user, "password": password}},
         }
 
@@ -328,16 +423,20 @@ class AmqttBroker(Broker):
         self._thread = threading.Thread(target=self._loop.run_forever, name="hil-amqtt", daemon=True)
         self._thread.start()
 
-        async def boot():
+        async def boot() -> int:
             self._amqtt = _PatchedAmqtt(self._config(), self)
             await self._amqtt.start()
-            return self._amqtt._servers["default"].instance.sockets[0].getsockname()[1]
+            try:
+                return await self._amqtt.listen(self.bind_host, self.port)
+            except OSError:
+                await self._amqtt.shutdown()
+                raise
 
         try:
             self.port = self._call(boot(), self.start_timeout)
-        except _AmqttBrokerError as exc:
+        except (OSError, _AmqttBrokerError) as exc:
             self._close_loop()
-            if "address already in use" in str(exc).lower():
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 raise BrokerError(f"amqtt: port {self.port} on {self.bind_host} is already in use; "
                                   f"pass port=0 for a free one") from None
             raise BrokerError(f"amqtt could not start on {self.bind_host}:{self.port}: {exc}") from None
@@ -353,7 +452,7 @@ class AmqttBroker(Broker):
         if self._thread is None:
             return
         try:
-            self._call(self._amqtt.shutdown(), 10)
+            self._call(self._amqtt.close(), 10)
         finally:
             # amqtt leaves some per-connection tasks behind; cancel them before the loop closes.
             async def cancel_rest():
@@ -379,7 +478,7 @@ class AmqttBroker(Broker):
 
     def retained(self, topic_filter: str = "#", settle: float = 0.0) -> dict[str, tuple[bytes, int]]:
         messages = dict(self._amqtt.retained_messages)
-        return {t: (bytes(m.data), m.qos or 0) for t, m in messages.items() if self._amqtt._matches(t, topic_filter)}
+        return {t: (bytes(m.data), m.qos or 0) for t, m in messages.items() if topic_matches(topic_filter, t)}
 
 
 # ----------------------------------------------------------------------------- subscriber capture
@@ -409,13 +508,19 @@ class _SubscribingBroker(Broker):
 
 @dataclass
 class MosquittoBroker(_SubscribingBroker):
-    """Debian's mosquitto on a free port with a generated config, run and stopped by pid."""
+    """Debian's mosquitto on a free port with a generated config, run and stopped by pid.
+
+    mosquitto dies with the process that started it, even a SIGKILLed one (its parent-death
+    signal, see micropython_hil/tether.py); its folder (config, log, saved sessions) is removed on every stop,
+    and what a killed run left is removed by the next session (tempdirs.remove_stale).
+    """
 
     kind = "mosquitto"
     executable: str = "mosquitto"
     start_timeout: float = 5.0
     _dir: Path | None = field(default=None, repr=False)
     _proc: subprocess.Popen | None = field(default=None, repr=False)
+    _tether: Tether | None = field(default=None, repr=False)
 
     @staticmethod
     def available(executable: str = "mosquitto") -> str | None:
@@ -423,6 +528,11 @@ class MosquittoBroker(_SubscribingBroker):
         if shutil.which(executable) or Path("/usr/sbin", executable).exists():
             return None
         return f"{executable} is not installed (apt-get install mosquitto)"
+
+    @property
+    def pid(self) -> int | None:
+        """The running mosquitto's process id (None when it is not running)."""
+        return self._proc.pid if self._proc is not None else None
 
     def _write_config(self) -> Path:
         lines = [
@@ -436,7 +546,7 @@ class MosquittoBroker(_SubscribingBroker):
         ]
         if self.credentials:
             pwfile = self._dir / "passwd"
-            pwfile.write_text(f"{self.credentials[0]}:{self.credentials[1]}\n")
+            pwfile.write_text(f"{self.credentials[0]}:{reveal(self.credentials[1])}\n")
             subprocess.run(["mosquitto_passwd", "-U", str(pwfile)], check=True, capture_output=True)
             lines.append(f"password_file {pwfile}")
         conf = self._dir / "mosquitto.conf"
@@ -458,23 +568,32 @@ class MosquittoBroker(_SubscribingBroker):
             except OSError:
                 raise BrokerError(f"mosquitto: port {wanted} on {self.bind_host} is already in use; "
                                   f"pass port=0 for a free one") from None
-        self._dir = Path(tempfile.mkdtemp(prefix="hil-mosquitto-"))
-        for _attempt in range(3):  # a free port can be taken between probing and binding
-            self.port = wanted or _free_port(self.bind_host)
-            if self._launch():
-                return self
-            if wanted:
-                break
+        self._dir = make_temp_dir("mosquitto")
+        # mosquitto is forked by this broker's own thread, which lives until stop(): mosquitto's
+        # parent-death signal fires when the forking thread ends, and the caller's may not last.
+        self._tether = Tether(name="hil-mosquitto-launcher")
+        try:
+            for _attempt in range(3):  # a free port can be taken between probing and binding
+                self.port = wanted or _free_port(self.bind_host)
+                if self._launch():
+                    return self
+                if wanted:
+                    break
+            raise BrokerError(f"mosquitto could not listen on {self.bind_host}:{self.port} ({self._last_log_line()}); "
+                              f"is the port already in use? pass port=0 for a free one")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _last_log_line(self) -> str:
         logfile = self._dir / "mosquitto.log"
-        log = (logfile.read_text(errors="replace").strip().splitlines()[-1:] if logfile.exists() else []) or ["no log"]
-        self._cleanup_dir()
-        raise BrokerError(f"mosquitto could not listen on {self.bind_host}:{self.port} ({log[0]}); "
-                          f"is the port already in use? pass port=0 for a free one")
+        lines = logfile.read_text(errors="replace").strip().splitlines() if logfile.exists() else []
+        return lines[-1] if lines else "no log"
 
     def _launch(self) -> bool:
         exe = shutil.which(self.executable) or str(Path("/usr/sbin", self.executable))
-        self._proc = subprocess.Popen([exe, "-c", str(self._write_config())], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = self._tether.popen([exe, "-c", str(self._write_config())], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         probe_host = "127.0.0.1" if self.lan else self.host
         if _wait_listening(probe_host, self.port, self.start_timeout, lambda: self._proc.poll() is None):
             return True
@@ -485,7 +604,8 @@ class MosquittoBroker(_SubscribingBroker):
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            os.kill(self._proc.pid, signal.SIGCONT)  # a muted (stopped) broker cannot handle SIGTERM
+            with contextlib.suppress(ProcessLookupError):  # it may end on its own meanwhile
+                os.kill(self._proc.pid, signal.SIGCONT)  # a muted (stopped) broker cannot handle SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(5)
@@ -496,13 +616,22 @@ class MosquittoBroker(_SubscribingBroker):
 
     def _cleanup_dir(self) -> None:
         if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            remove_temp_dir(self._dir)
             self._dir = None
 
+    def _close_tether(self) -> None:
+        if self._tether is not None:
+            self._tether.close()
+            self._tether = None
+
     def stop(self) -> None:
-        self._stop_capture()
-        self._terminate()
-        self._cleanup_dir()
+        """Stop capture and mosquitto, then remove its folder: each step runs even if an
+        earlier one failed (the launcher thread goes last, as mosquitto dies with it)."""
+        with contextlib.ExitStack() as steps:  # callbacks run last-registered first
+            steps.callback(self._close_tether)
+            steps.callback(self._cleanup_dir)
+            steps.callback(self._terminate)
+            self._stop_capture()
 
     def restart(self, keep_sessions: bool = True, downtime: float = 0.0) -> None:
         capturing = self._capture is not None
@@ -549,5 +678,6 @@ def make_broker(spec: str = "amqtt", lan: bool = False) -> Broker:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BrokerError(f"--broker {spec!r}: expected amqtt, mosquitto or [USER:PASSWORD@]HOST:PORT")
-    credentials = tuple(creds.split(":", 1)) if ":" in creds else None
+    user, _, password = creds.partition(":")
+    credentials = (user, Secret(password)) if ":" in creds else None
     return ExternalBroker(host=host.strip("[]"), port=int(port), credentials=credentials)

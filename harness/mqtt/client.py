@@ -6,12 +6,9 @@ import itertools
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from ..errors import MqttError
-
-if TYPE_CHECKING:
-    from .broker import Listener
+from .listener import Listener
 
 
 def _varint(n: int) -> bytes:

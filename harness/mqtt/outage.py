@@ -90,16 +90,17 @@ class Outage:
 
     def _board_seconds_to(self, message: Message) -> float:
         """Board seconds from the outage's end to the board publishing `message`."""
-        deadline = time.monotonic() + 2.0  # its record travels the control channel, not the broker
-        while True:
-            publishes = [p for p in list(self.sim.publishes)
-                         if p.topic == message.topic and p.board_time_us >= self.end_board_us]
-            if publishes or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        if not publishes:
+
+        def first_publish():
+            return next((p for p in list(self.sim.publishes)
+                         if p.topic == message.topic and p.board_time_us >= self.end_board_us), None)
+
+        # Its record travels the control channel, not the broker: wait for the simulator to report it.
+        self.sim.wait_until(lambda: first_publish() is not None, timeout=2.0)
+        publish = first_publish()
+        if publish is None:
             raise self.telemetry.fail(f"the simulator saw no publish on {message.topic!r} after the outage")
-        return (publishes[0].board_time_us - self.end_board_us) / 1e6
+        return (publish.board_time_us - self.end_board_us) / 1e6
 
     def assert_resubscribed(self, command: Any, reply_topic: str, where: Where = None,
                             command_topic: str = "cmd", timeout: float = 10.0) -> Message:

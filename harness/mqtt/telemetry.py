@@ -1,6 +1,6 @@
 """Recorded MQTT traffic and the assertions tests make over it.
 
-`Telemetry(broker)` records every message the broker routes (amqtt: a hook inside the broker, with
+`Telemetry(broker)` records every message the broker routes (amqtt: a hook where it routes, with
 the publisher's client id; mosquitto/external: a '#' subscription, client id unknown) in arrival
 order, and offers checks that read like the domain: expect, collect, JSON Schema validation,
 rates, sequence gaps and duplicates, last will, retained state, and publish/request to command the
@@ -21,25 +21,13 @@ from typing import Any, Callable, Iterable
 
 import jsonschema
 
+from ..errors import MqttError, TelemetryError
+from .board_clock import BoardClock
 from .broker import Broker
 from .client import MqttClient
-from ..errors import MqttError
-from ..errors import TelemetryError
+from .topics import topic_matches
 
 Where = Callable[["Message"], bool] | dict | None
-
-
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic filter matching ('+' one level, '#' the rest; '$' topics only when named)."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    want, have = topic_filter.split("/"), topic.split("/")
-    for i, level in enumerate(want):
-        if level == "#":
-            return True
-        if i >= len(have) or (level != "+" and level != have[i]):
-            return False
-    return len(want) == len(have)
 
 
 @dataclass(slots=True)
@@ -104,7 +92,7 @@ class Telemetry:
         self._cond = threading.Condition()
         self._client: MqttClient | None = None
         self.started = time.time()
-        self._board_clocks: list[tuple[str | None, list]] = []  # (client id, simulator publishes)
+        self._board_clocks: list[BoardClock] = []
         broker.add_listener(self._record)
 
     def _record(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, client_id: str | None) -> None:
@@ -112,11 +100,12 @@ class Telemetry:
             self._messages.append(Message(len(self._messages), time.time(), topic, payload, qos, retain, dup, client_id))
             self._cond.notify_all()
 
-    def attach_board_clock(self, publishes: list, client_id: str | None = None) -> None:
-        """Take board times from a simulator's record of each PUBLISH the board wrote
-        (`sim.publishes`: topic and board_time_us, in order): the k-th message recorded on a
-        topic from `client_id` gets the board time of the k-th publish on that topic."""
-        self._board_clocks.append((client_id, publishes))
+    def attach_board_clock(self, source: Any, client_id: str | None = None) -> None:
+        """Take board times from a simulator's record of each PUBLISH the board wrote (topic and
+        board_time_us, in order): the k-th message recorded on a topic from `client_id` gets the
+        board time of the k-th publish on that topic. `source` is the Simulator (waits for a
+        board time are then woken by its reports) or its `publishes` list."""
+        self._board_clocks.append(BoardClock(source, client_id))
 
     def stamp_board_times(self) -> None:
         """Fill `board_time_us` of recorded messages from the attached board clocks (idempotent).
@@ -125,13 +114,11 @@ class Telemetry:
         later messages on that topic; outages that cause retransmissions are rare within a test.
         """
         with self._cond:
-            for client_id, publishes in self._board_clocks:
-                sent: dict[str, list[int]] = {}
-                for p in list(publishes):
-                    sent.setdefault(p.topic, []).append(p.board_time_us)
+            for clock in self._board_clocks:
+                sent = clock.sent()
                 seen: dict[str, int] = {}
                 for m in self._messages:
-                    if client_id is not None and m.client_id not in (client_id, None):
+                    if not clock.covers(m):
                         continue
                     if m.topic not in sent:
                         continue
@@ -147,10 +134,21 @@ class Telemetry:
         messages = list(messages)
         deadline = time.monotonic() + timeout
         self.stamp_board_times()
-        while self._board_clocks and any(m.board_time_us is None for m in messages) \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
-            self.stamp_board_times()
+        for clock in list(self._board_clocks):
+            self._await_stamps(clock, [m for m in messages if clock.covers(m)], deadline - time.monotonic())
+
+    def _await_stamps(self, clock: BoardClock, messages: list[Message], timeout: float) -> None:
+        """Wait until `messages` carry board times, restamping each time the clock's record grows."""
+        stamped_at = -1  # the record's length when last stamped: none yet
+
+        def all_stamped() -> bool:
+            nonlocal stamped_at
+            if len(clock.publishes) != stamped_at:
+                stamped_at = len(clock.publishes)
+                self.stamp_board_times()
+            return all(m.board_time_us is not None for m in messages)
+
+        clock.wait_until(all_stamped, max(0.0, timeout))
 
     def close(self) -> None:
         """Stop recording and close the command client."""

@@ -67,7 +67,7 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, broker: Any) ->
         rendered = {name: render(name, template, endpoints) for name, template in templates.items()}
         if board.sim is not None and "telemetry" in request.fixturenames:
             # Messages from this device carry the board's clock (rates asserted in board time).
-            request.getfixturevalue("telemetry").attach_board_clock(board.sim.publishes, cid)
+            request.getfixturevalue("telemetry").attach_board_clock(board.sim, cid)
         return Device(board, chosen, chosen.start(board, cfg, rendered), cid, prefix,
                       topics={**chosen.topics, **(topics or {})})
 

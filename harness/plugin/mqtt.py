@@ -14,11 +14,12 @@ from typing import Callable, Iterator
 import pytest
 
 from ..mqtt.broker import Broker, BrokerError, MosquittoBroker, make_broker
-from ..board.unix_port import Launch, Spawner, find_micropython
+from ..board.unix_port import Launch, find_micropython
 from ..cloud import Cloud
 from ..deploy import packages
 from ..mqtt.telemetry import Telemetry
 from ..secret import reveal
+from ..tether import Tether
 from .options import options
 
 
@@ -102,7 +103,7 @@ def micropython_mqtt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]
     """
     lib = packages.ensure(["umqtt.simple", "umqtt.robust"])
     binary = find_micropython()
-    spawner = Spawner("micropython-mqtt")
+    tether = Tether("micropython-mqtt")
     started: list[subprocess.Popen] = []
 
     def spawn(script: str, *args: str, broker: Broker | None = None) -> subprocess.Popen:
@@ -113,7 +114,7 @@ def micropython_mqtt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]
         path.write_text(script)
         launch = Launch.for_root(binary, tmp_path, extra_args=[str(path), *args],
                                  extra_env={"MICROPYPATH": f".frozen:{lib}"})
-        proc = spawner.spawn(launch, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = launch.start(tether, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         started.append(proc)
         return proc
 
@@ -126,4 +127,4 @@ def micropython_mqtt(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]
             proc.wait()
             if proc.stdout:
                 proc.stdout.close()
-        spawner.close()
+        tether.close()
