@@ -8,7 +8,9 @@ a SIGKILLed one. `UnixPort` (below) and `SimProcess` (sim_process.py) both launc
 
 UnixPort gives the child the pty's MASTER as stdin/stdout/stderr and the harness opens the
 SLAVE (`/dev/pts/N`), so mpremote's SerialTransport drives the process exactly as it drives a
-chip on a serial port (see DESIGN.md for why this wiring and not the usual one).
+chip on a serial port: pyserial needs a device path, and the slave has one (a master has none).
+The harness keeps its own descriptor of the slave open the whole time: with no slave open, the
+child's reads on the master fail at once and its REPL spins.
 """
 
 from __future__ import annotations

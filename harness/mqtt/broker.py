@@ -6,7 +6,7 @@ context manager) plus what tests need from a broker: capture of every routed mes
 
 The embedded amqtt 0.12 broker is used through its public API (an auth plugin, its
 external-listener entry point, its sessions/subscriptions/retained_messages), and patched where
-no public hook reaches one of its known faults (see _PatchedAmqtt and DESIGN.md): sessions are not
+no public hook reaches one of its known faults (see _PatchedAmqtt): sessions are not
 marked anonymous so persistent sessions survive reconnects; a client silent for 1.5x its
 keepalive is dropped so its last will fires; the QoS delivered is min(publish QoS, subscription
 QoS) instead of the subscriber's QoS; messages published just before a DISCONNECT are routed
