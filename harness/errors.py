@@ -58,23 +58,26 @@ _EXC_LINE = re.compile(r"^(\w+(?:\.\w+)*)(?::\s?(.*))?$")
 
 
 class BoardException(BoardError):
-    """A MicroPython exception raised on the board; carries the whole traceback text."""
+    """A MicroPython exception raised on the board; carries the whole traceback text and what the
+    code printed before it (`output`), as a chip's console shows them."""
 
-    def __init__(self, board: str, traceback: str):
+    def __init__(self, board: str, traceback: str, output: str = ""):
         self.traceback = traceback.rstrip("\n")
+        self.output = output
         last = self.traceback.splitlines()[-1] if self.traceback else ""
         match = _EXC_LINE.match(last.strip())
         self.exc_type = match.group(1) if match else "Exception"
         self.exc_message = (match.group(2) or "") if match else last
-        super().__init__(board, f"MicroPython raised {last.strip() or 'an exception'}\n{self.traceback}")
+        printed = f"printed before it:\n{output.rstrip()}\n" if output.strip() else ""
+        super().__init__(board, f"MicroPython raised {last.strip() or 'an exception'}\n{printed}{self.traceback}")
 
     @staticmethod
-    def from_traceback(board: str, traceback: str) -> "BoardException":
+    def from_traceback(board: str, traceback: str, output: str = "") -> "BoardException":
         """Pick the subclass that matches the exception type in the traceback's last line."""
         last = traceback.rstrip("\n").splitlines()[-1:] or [""]
         if last[0].startswith("MemoryError"):
-            return BoardMemoryError(board, traceback)
-        return BoardException(board, traceback)
+            return BoardMemoryError(board, traceback, output)
+        return BoardException(board, traceback, output)
 
 
 class BoardMemoryError(BoardException):

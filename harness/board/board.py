@@ -142,6 +142,10 @@ class Board(ABC):
         chip: the test resets it)."""
         return False
 
+    def repl_source(self, code: str) -> str:
+        """Code as this kind's raw REPL must receive it to compile as a chip's does."""
+        return code
+
     def startup_code(self) -> str:
         """Code run before a script in each run (a simulated board's shims connect first)."""
         return ""
@@ -187,12 +191,17 @@ class Board(ABC):
     def force_stop(self, run: FirmwareRun, why: str) -> None:
         """A run that ignored its interrupt: reset the board so the next command works, and say
         so once (a warning, and a line in the console log where it happened)."""
-        self.console.feed(f"\n[hil] {why}: resetting the board\n")
+        self.console.note(f"{why}: resetting the board")
         warnings.warn(HarnessWarning(f"{self.name}: {why}; the board was reset to stop it"), stacklevel=3)
         if self._run is run:
             self._run = None
         self._relaunch_pending = False
         self._enter_repl(soft_reset=self.reboot(hard=True))
+
+    def note_soft_reboot(self) -> None:
+        """The board soft-rebooted by itself between commands (SystemExit ends the unix port,
+        which the board layer relaunches as a chip's soft reset): the next command resynchronises."""
+        self._needs_resync = True
 
     def note_reboot(self, line: str) -> None:
         """The board reset outside a firmware run (a simulated chip reset from the REPL) and its
@@ -229,10 +238,17 @@ class Board(ABC):
         """Run code on the board; its printed output, or the board's exception raised here."""
         self._ready_for_command()
         resets_before = self.resets_recorded()
+        exits_before = self.process_exits()
         try:
-            out = self.transport.run(code, timeout=timeout or self.timeout)
+            out = self.transport.run(self.repl_source(code), timeout=timeout or self.timeout)
         except (BoardTimeout, BoardConnectionError) as e:
             self._needs_resync = True
+            if self.process_exits() > exits_before and self.crash_reason() is None:
+                # The process ended between commands (the last one raised SystemExit, which ends
+                # the unix port where a chip soft-resets) and was relaunched as that soft reset:
+                # this command met the new REPL unprepared. Take the REPL and send it again.
+                self._enter_repl()
+                return self.exec(code, timeout)
             self.interrupt()
             crash = self.crash_reason()
             if crash is not None:

@@ -19,11 +19,17 @@ class Console:
 
     expect() searches from where the previous match ended, so a test reads the console
     like a story; `text` and `lines` always hold everything.
+
+    Output arrives in chunks (4 KB at a time from a busy board): they are kept in a list and
+    joined only when someone reads, so feeding stays linear in the output's size (a str grown
+    by += is copied whole on every append).
     """
 
     def __init__(self, board_name: str):
         self.board_name = board_name
-        self._text = ""
+        self._joined = ""
+        self._parts: list[str] = []  # fed since the last join
+        self._held_cr = False  # a chunk ended in "\r": its "\n" may start the next one
         self._cursor = 0
         self._cond = threading.Condition()
         self._ended: BaseException | None = None  # why no more output will come, if so
@@ -34,14 +40,33 @@ class Console:
         if not text:
             return
         with self._cond:
-            self._text += text.replace("\r\n", "\n")
+            if self._held_cr:
+                text = "\r" + text
+            self._held_cr = text.endswith("\r")
+            if self._held_cr:
+                text = text[:-1]
+            self._parts.append(text.replace("\r\n", "\n"))
             self._cond.notify_all()
+
+    def note(self, line: str) -> None:
+        """A line from the harness itself (marked [hil]), so the log tells its acts from the board's."""
+        self.feed(f"\n[hil] {line}\n")
 
     def end(self, reason: BaseException | None) -> None:
         """The run that produced output stopped; `reason` says why (None: it returned)."""
         with self._cond:
+            if self._held_cr:
+                self._parts.append("\r")
+                self._held_cr = False
             self._ended = reason if reason is not None else _Finished()
             self._cond.notify_all()
+
+    def _all(self) -> str:
+        """Everything fed so far (callers hold the lock)."""
+        if self._parts:
+            self._joined += "".join(self._parts)
+            self._parts.clear()
+        return self._joined
 
     def restart(self) -> None:
         """A new run begins: expect() waits for output again."""
@@ -52,7 +77,7 @@ class Console:
     @property
     def text(self) -> str:
         with self._cond:
-            return self._text
+            return self._all()
 
     @property
     def lines(self) -> list[str]:
@@ -71,7 +96,7 @@ class Console:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                match = regex.search(self._text, self._cursor)
+                match = regex.search(self._all(), self._cursor)
                 if match:
                     self._cursor = match.end()
                     return match
@@ -89,7 +114,7 @@ class Console:
     def skip_to_end(self) -> None:
         """Forget what was printed so far for expect() (the log keeps it)."""
         with self._cond:
-            self._cursor = len(self._text)
+            self._cursor = len(self._all())
 
 
 class _Finished(Exception):

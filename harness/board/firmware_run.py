@@ -179,6 +179,9 @@ class FirmwareRun:
             self.board.run_collected(self)
             return
         self._stopping = True
+        # Marked, so the KeyboardInterrupt traceback that follows in the log reads as the
+        # harness's act (a test's teardown, say), not as the firmware crashing.
+        self.board.console.note(f"stopping {self.script}: KeyboardInterrupt from the harness")
         # On the simulator the shims raise the interrupt at a safe point; Ctrl-C (a signal on
         # the unix port) is the fallback for code that calls no shim, and the way on a chip.
         if not (self.board.interrupt_at_safe_point() and self._done.wait(0.5)):

@@ -13,6 +13,7 @@ import errno
 import io
 import os
 import time
+from typing import Any
 
 import serial
 import serial.tools.list_ports
@@ -70,6 +71,7 @@ class ReplTransport(SerialTransport):
         # Blocking reads (with a short timeout) instead of mpremote's 10 ms polling: mpremote
         # turns this on only for /dev/pts/*, but any device pyserial reads with a timeout works.
         self.is_pty = True
+        self._unread = bytearray()  # read past what read_until was asked for: the next read's
         if reset_on_open:
             self.hard_reset()
 
@@ -112,16 +114,65 @@ class ReplTransport(SerialTransport):
         except OSError:
             self.serial.close()
 
+    # -- reading in chunks -------------------------------------------------------------------
+    def _read_some(self) -> bytes:
+        """What the board sent: bytes kept from the last read first, else whatever is waiting
+        (blocking at most one read slice for the first byte)."""
+        if self._unread:
+            data = bytes(self._unread)
+            self._unread.clear()
+            return data
+        data = self.serial.read(1)
+        if data and self.serial.in_waiting:
+            data += self.serial.read(self.serial.in_waiting)
+        return data
+
+    def read_until(self, min_num_bytes: int, ending: bytes, timeout: float | None = 10,
+                   data_consumer: Any = None, timeout_overall: float | None = None) -> bytes:
+        """mpremote's read_until (same arguments, same result), reading what is waiting in one
+        call: mpremote reads a byte per call, which held exec output to about 80-240 KB/s. Bytes
+        that arrive after `ending` are kept for the next read. With `data_consumer`, output is
+        handed over as it comes and only the ending is returned, as mpremote does."""
+        data = bytearray()
+        begin_overall = begin_char = time.monotonic()
+        while True:
+            chunk = self._read_some()
+            if chunk:
+                begin_char = time.monotonic()
+                search_from = max(0, len(data) - len(ending) + 1)
+                data += chunk
+                found = data.find(ending, search_from)
+                if found >= 0:
+                    end = found + len(ending)
+                    self._unread += data[end:]
+                    del data[end:]
+                    if data_consumer is not None:
+                        data_consumer(bytes(data))
+                        return ending
+                    return bytes(data)
+                if data_consumer is not None and len(data) >= len(ending):
+                    keep = len(ending) - 1  # a multi-byte ending may straddle two chunks
+                    data_consumer(bytes(data[:len(data) - keep]))
+                    del data[:len(data) - keep]
+                continue
+            now = time.monotonic()
+            if (timeout is not None and now >= begin_char + timeout) or \
+                    (timeout_overall is not None and now >= begin_overall + timeout_overall):
+                if data_consumer is not None and data:
+                    data_consumer(bytes(data))
+                return bytes(data)
+
     # -- REPL operations with timeouts and harness errors --------------------------------
     def enter_repl(self, soft_reset: bool = False, timeout: float = 10) -> None:
         """Interrupt whatever runs and enter the raw REPL, or raise BoardTimeout."""
+        self._unread.clear()  # entering the REPL flushes what the board sent before
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints raw bytes on failure
                 self.enter_raw_repl(soft_reset=soft_reset, timeout_overall=timeout)
         except TransportError as e:
             raise BoardTimeout(self.name, f"no raw REPL prompt within {timeout:g} s ({e}); the "
                                "board is hung, busy in code that ignores Ctrl-C, or not MicroPython") from None
-        except serial.SerialException as e:
+        except (serial.SerialException, OSError) as e:  # OSError: EIO from a pty whose process died
             raise BoardConnectionError(self.name, f"lost {self.device_name}: {e}") from None
 
     def run(self, code: str | bytes, timeout: float = 10) -> bytes:
@@ -142,7 +193,8 @@ class ReplTransport(SerialTransport):
         except OSError as e:
             raise BoardConnectionError(self.name, f"lost {self.device_name}: {e}") from None
         if err:
-            raise BoardException.from_traceback(self.name, err.decode("utf-8", "replace"))
+            output = bytes(printed[:-1]).decode("utf-8", "replace").replace("\r\n", "\n")
+            raise BoardException.from_traceback(self.name, err.decode("utf-8", "replace"), output)
         return bytes(printed[:-1])  # without the end-of-output marker
 
     def start(self, code: str | bytes) -> None:
@@ -152,11 +204,6 @@ class ReplTransport(SerialTransport):
         except TransportError as e:
             raise BoardTimeout(self.name, f"could not start code: {e}") from None
 
-    def read_available(self, max_bytes: int = 4096) -> bytes:
+    def read_available(self) -> bytes:
         """Whatever the board printed, waiting at most one read slice for the first byte."""
-        data = self.serial.read(1)
-        if data:
-            waiting = self.serial.in_waiting
-            if waiting:
-                data += self.serial.read(min(waiting, max_bytes))
-        return data
+        return self._read_some()

@@ -95,6 +95,11 @@ class UnixBoard(Board, kind="unix"):
             self.transport = ReplTransport(self.port.device, name=self.name, exclusive=False)
         return False
 
+    def repl_source(self, code: str) -> str:
+        # The unix port turns each "\n" it reads from the pty into "\r", so CRLF source would
+        # compile with doubled newlines (wrong line numbers); a chip's raw REPL takes CRLF as one.
+        return code.replace("\r\n", "\n")
+
     def startup_code(self) -> str:
         return self.sim.startup_code() if self.sim is not None else ""
 
@@ -147,5 +152,7 @@ class UnixBoard(Board, kind="unix"):
             self.port.write_console(b"soft reboot\r\n")
             self.port.start()
             self.port.type_input(b"\r\x01")
+            # Our own transport did not ask for it (SystemExit in a command): resynchronise first.
+            self.note_soft_reboot()
             return
         self.port.hangup()  # readers see EIO at once instead of waiting for a timeout
