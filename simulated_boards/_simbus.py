@@ -2,6 +2,14 @@
 # and UART (bytes fed by the host). Bytes the firmware writes are reported to the host.
 import _simcore
 import _simclock
+import _siminputs
+from _simpins import check_pin
+
+# Builtins the shim calls below use, as module globals. MicroPython looks a builtin up in the
+# module's globals table first, and that miss costs more the fuller the table is (it grows
+# only when full): without these, adding any global here would slow every shim call that
+# uses one. Found here, they cost one cached lookup.
+from builtins import bytes, getattr
 
 tick = _simclock.tick
 _prof = _simcore.boot["profile"]
@@ -12,8 +20,7 @@ ETIMEDOUT = 116
 def _pin_id(p):
     if p is None:
         return None
-    import machine
-    return machine._check_pin(p)
+    return check_pin(p)
 
 
 def _hex(buf):
@@ -38,10 +45,10 @@ class I2C:
 
     def _part(self, addr):
         tick()
-        f = _simcore.failed.get(addr)
+        f = _siminputs.failed.get(addr)
         if f is not None:
             raise OSError(ETIMEDOUT if f == "timeout" else ENODEV)
-        p = _simcore.parts.get(addr)
+        p = _siminputs.parts.get(addr)
         if p is None:
             raise OSError(ENODEV)
         return p
@@ -56,7 +63,8 @@ class I2C:
 
     def scan(self):
         tick()
-        return sorted(a for a in _simcore.parts if a not in _simcore.failed)
+        failed = _siminputs.failed
+        return sorted(a for a in _siminputs.parts if a not in failed)
 
     def writeto(self, addr, buf, stop=True):
         p = self._part(addr)
@@ -136,7 +144,7 @@ class SPI:
 
     def _rx(self, n, fill):
         tick()
-        q = _simcore.uart_rx.get(1000 + self._id)  # SPI feeds share the rx store, keyed 1000+id
+        q = _siminputs.uart_rx.get(1000 + self._id)  # SPI feeds share the rx store, keyed 1000+id
         out = bytearray(bytes((fill,)) * n)
         if q:
             k = min(n, len(q))
@@ -196,7 +204,7 @@ class UART:
 
     def _q(self):
         tick()
-        return _simcore.uart_rx.setdefault(self._id, bytearray())
+        return _siminputs.uart_rx.setdefault(self._id, bytearray())
 
     def any(self):
         return len(self._q())

@@ -6,9 +6,11 @@
 #   stepped: board time moves only when the host advances it (sim.advance), and only inside
 #            waits (sleeps, poll, idle, lightsleep): code runs in no board time. A wait past
 #            the host's horizon reports "idle" and blocks until the next advance.
+# It sits right above the channel (_simcore) and below every shim: select's waits use the
+# primitives here (next_wake, jump, stepped_wait) to follow the same clock as sleeps.
 import _simcore
 
-_t = _simcore._time
+_t = _simcore.port_time
 _ns = _t.time_ns
 MODE = _simcore.boot["mode"]
 BOOT_US = _simcore.boot["clock"]
@@ -35,7 +37,8 @@ def since_boot_us():
     return now_us() - BOOT_US
 
 
-def _jump(us):
+def jump(us):
+    """Move board time forward by us at once (a wait that need not take wall time)."""
     global _offset, _now
     if us <= 0:
         return
@@ -66,6 +69,37 @@ def cancel(entry):
         _timers.remove(entry)
 
 
+def hold_timers(held):
+    """While held (machine.disable_irq), due timers wait, as they do while a callback runs."""
+    global _firing
+    _firing = held
+
+
+def next_wake(deadline):
+    """When a wait until board time `deadline` (None: no deadline) must wake up: then, or at
+    the next timer's due time if that comes first and timers are not held."""
+    if _timers and not _firing and (deadline is None or _timers[0][0] < deadline):
+        return _timers[0][0]
+    return deadline
+
+
+def stepped_wait(nxt, check):
+    """One step of a wait in stepped time, until board time nxt (None: no deadline).
+    check(timeout_ms) looks for events (0: without blocking, -1: until some come) and returns
+    them. Within what the host has advanced: check(0), and the clock moves to nxt if there was
+    nothing. Beyond it: the clock moves to the host's horizon and reports idle there (so
+    sim.advance returns), then check(-1) blocks until the host advances or an event comes."""
+    global _now
+    if nxt is not None and nxt <= _limit:
+        res = check(0)
+        if not res:
+            _now = max(_now, nxt)
+        return res
+    _now = max(_now, _limit)
+    _report_idle()
+    return check(-1)
+
+
 def fire_due():
     """Run the callbacks of timers that are due (not re-entrant: a callback's sleep won't nest)."""
     global _firing
@@ -85,10 +119,10 @@ def fire_due():
 
 def tick():
     """Shim entry hook: apply host commands, run due timers. Cheap when nothing is pending."""
-    p = _simcore._poller
+    p = _simcore.poller
     if p is not None:
         for _ in p.ipoll(0):
-            _simcore._read()
+            _simcore.read()
             break
     if _timers and _timers[0][0] <= now_us():
         fire_due()
@@ -119,7 +153,7 @@ def sleep_us(d):
                     _simcore.wait((nxt - t) // 1000)
             elif MODE == "fast":
                 _simcore.poll()
-                _jump(nxt - now_us())
+                jump(nxt - now_us())
             else:
                 _simcore.poll()
                 if MODE != "stepped":
@@ -150,7 +184,7 @@ def _on_adv(msg):
         # idle() goes to its deadline, or to this horizon if that comes first.
         _limit += us
     else:
-        _jump(us)
+        jump(us)
     _simcore.send({"t": "advanced", "n": msg["n"], "c": now_us()})
 
 
@@ -163,11 +197,9 @@ def _on_gone(_):
 
 
 _simcore.handlers["adv"] = _on_adv
+# sync: every command sent before it is applied by now; the ack tells the host the clock too.
+_simcore.handlers["sync"] = lambda msg: _simcore.send({"t": "ack", "n": msg["n"], "c": now_us()})
 _simcore.handlers["gone"] = _on_gone
-_simcore.drain()  # what the host sent right behind the boot record
 if MODE == "stepped" and not _simcore.connected():
     print("[sim] stepped time needs the host's control channel: using fast time")
     MODE = "fast"
-
-# Whichever shim the firmware imports first, the aliases (utime, usocket, ...) get set up too.
-import _simboot  # noqa: E402,F401

@@ -1,5 +1,7 @@
-# Simulator core, device side: the control channel to the host and the board's input state.
-# Runs ON the MicroPython unix port; imported by the shims (machine, network, esp32, time, ...).
+# Simulator core, device side: the control channel to the host, the boot record, resets, and
+# the way to the port's built-ins. Runs ON the MicroPython unix port; the bottom layer every shim
+# builds on, so it imports no other shim: the board's clock (_simclock) and the inputs the host
+# set (_siminputs) sit above it and register their handlers for the host's messages here.
 #
 # Channel: one TCP connection to 127.0.0.1:<port from MPSIM_CHANNEL>, JSON lines both ways.
 # The shims call poll() at each entry: one select.poll.ipoll(0) (about 0.4 us), so the hot loop
@@ -8,6 +10,7 @@
 # Host gone (no MPSIM_CHANNEL, or the connection drops): the board runs on alone; inputs keep
 # their last values, outputs are dropped, stepped time falls back to fast time.
 import sys
+from _simprotocol import EXIT_CODES  # the board layer relaunches after any of them
 
 
 def builtin(name):
@@ -23,10 +26,11 @@ def builtin(name):
             sys.modules[name] = mine
 
 
-_time = builtin("time")
-_socket = builtin("socket")
-_select = builtin("select")
-_os = builtin("os")
+# The port's own modules, for the shims that wrap them (time, select, socket) and for the channel.
+port_time = builtin("time")
+port_socket = builtin("socket")
+port_select = builtin("select")
+port_os = builtin("os")
 import json
 
 ROOT = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -44,20 +48,19 @@ def bug(where, exc):
     return SimulatorBug(msg)
 
 
-# --- board state set by the host -----------------------------------------------------------
+# --- this launch, as the host's boot record describes it ----------------------------------------
 boot = {"cause": 1, "wake": 0, "clock": 0, "rtc_epoch": 946684800, "rtc_mem": "",
         "mode": "real", "profile": None}
-pins = {}       # pin id -> level or signal dict (inputs driven by the host)
-adc = {}        # pin id -> volts or signal dict
-parts = {}      # i2c address -> part object
-part_specs = {}  # i2c address -> (name, values) as last sent by the host
-failed = {}     # i2c address -> True while the part stops answering
-uart_rx = {}    # uart id -> bytearray of bytes the host fed
-wifi = {"networks": None, "connect_s": 0.2, "refuse_until": 0, "drop": 0, "scan": []}
-handlers = {}   # message type -> callable(msg), registered by shims (pins' irq, clock, ...)
+_BOOT_KEYS = ("cause", "wake", "clock", "rtc_epoch", "rtc_mem", "mode", "profile")
+_boot_inputs = {}  # the rest of the boot record (inputs set so far) until _siminputs takes it
+# Message type -> callable(msg), registered by the layers above (the clock's "adv", the inputs'
+# "pin", ...); "gone" is called with None when the host closes the channel.
+handlers = {}
 
-_sock = None
-_poller = None
+sock = None     # the channel's socket while the host is there (select.poll watches it too)
+# What shim calls poll (one ipoll(0) per call): None while there is no host, or while a host
+# command is being applied; after a reset, an object whose polls raise SystemExit again.
+poller = None
 _buf = b""
 _standalone = True
 
@@ -68,70 +71,70 @@ def _load_profile(name):
 
 
 def _connect():
-    global _sock, _poller, _standalone
-    addr = _os.getenv("MPSIM_CHANNEL")
-    boot["profile"] = _load_profile(_os.getenv("MPSIM_PROFILE") or "esp32")
-    boot["mode"] = _os.getenv("MPSIM_TIME") or "real"
+    global sock, poller, _standalone
+    addr = port_os.getenv("MPSIM_CHANNEL")
+    boot["profile"] = _load_profile(port_os.getenv("MPSIM_PROFILE") or "esp32")
+    boot["mode"] = port_os.getenv("MPSIM_TIME") or "real"
     if not addr:
         return
     host, port = addr.rsplit(":", 1)
-    s = _socket.socket()
+    s = port_socket.socket()
     try:
-        s.connect(_socket.getaddrinfo(host, int(port))[0][-1])
+        s.connect(port_socket.getaddrinfo(host, int(port))[0][-1])
     except OSError as e:
         print("[sim] control channel %s unreachable (%s): running standalone" % (addr, e))
         s.close()
         return
     s.setsockopt(6, 1, 1)  # TCP_NODELAY: each message is one small write
-    _sock = s
+    sock = s
     _standalone = False
-    send({"t": "hello", "token": _os.getenv("MPSIM_TOKEN") or ""})
-    p = _select.poll()
-    p.register(s, _select.POLLIN)
-    _poller = p
+    send({"t": "hello", "token": port_os.getenv("MPSIM_TOKEN") or ""})
+    p = port_select.poll()
+    p.register(s, port_select.POLLIN)
+    poller = p
     # The host answers with the boot record (reset cause, clock, profile, inputs set so far).
     while True:
         if not p.poll(10000):
             print("[sim] host sent no boot record within 10 s: running standalone")
             _drop()
             return
-        if _read(wait_boot=True):
+        if read(wait_boot=True):
             break
-        if _sock is None:
+        if sock is None:
             return
 
 
 def _drop():
-    global _sock, _poller, _standalone
-    if _sock is not None:
+    global sock, poller, _standalone
+    if sock is not None:
         try:
-            _sock.close()
+            sock.close()
         except OSError:
             pass
-    _sock = None
-    _poller = None
+    sock = None
+    poller = None
     _standalone = True
 
 
 def connected():
-    return _sock is not None
+    return sock is not None
 
 
 def send(msg):
     """Send one message to the host; silently dropped when the host is gone."""
-    if _sock is None:
+    if sock is None:
         return
     try:
-        _sock.write(json.dumps(msg) + "\n")
+        sock.write(json.dumps(msg) + "\n")
     except OSError:
         _drop()
 
 
 def poll():
     """Apply pending host commands. Called at every shim entry; costs one ipoll(0)."""
-    if _poller is not None:
-        for _ in _poller.ipoll(0):
-            _read()
+    if poller is not None:
+        for _ in poller.ipoll(0):
+            read()
             break
 
 
@@ -139,27 +142,28 @@ def wait(timeout_ms):
     """Block up to timeout_ms (real) for host commands and apply them. True if any arrived."""
     if pending_exit is not None:
         raise SystemExit(pending_exit)
-    if _poller is None:
+    if poller is None:
         if timeout_ms > 0:
-            _time.sleep_ms(timeout_ms)
+            port_time.sleep_ms(timeout_ms)
         return False
-    if _poller.poll(timeout_ms):
-        _read()
+    if poller.poll(timeout_ms):
+        read()
         return True
     return False
 
 
-def _read(wait_boot=False):
+def read(wait_boot=False):
+    """Read what the host sent (the channel is readable) and apply its complete messages."""
     # Handlers (pin IRQs, resets) run inside this call; hide the poller meanwhile so their shim
     # calls do not read the channel again: a handler sees the inputs as of its own event.
-    global _poller
-    p = _poller
-    _poller = None
+    global poller
+    p = poller
+    poller = None
     try:
         return _read_lines(wait_boot)
     finally:
-        if _poller is None and _sock is not None:
-            _poller = p
+        if poller is None and sock is not None:
+            poller = p
 
 
 def _read_lines(wait_boot):
@@ -167,7 +171,7 @@ def _read_lines(wait_boot):
     try:
         # Small reads: a 4 KB allocation per read fails on a fragmented 110 KB heap, and the
         # MemoryError would look like the firmware's. (readinto would block until it is full.)
-        data = _sock.recv(256)
+        data = sock.recv(256)
     except OSError:
         data = b""
     if not data:
@@ -181,7 +185,8 @@ def _read_lines(wait_boot):
 
 def drain(until_boot=False):
     """Apply the complete messages received so far. Until the boot record is in, stop right
-    after it: the shims' handlers (the clock's, the pins') are not registered yet."""
+    after it: the handlers of the layers above (the clock's, the inputs') are not registered
+    yet; _siminputs drains the rest once they are."""
     global _buf
     while b"\n" in _buf:
         line, _buf = _buf.split(b"\n", 1)
@@ -196,51 +201,21 @@ def drain(until_boot=False):
 
 
 def _apply_boot(msg):
-    for k in ("cause", "wake", "clock", "rtc_epoch", "rtc_mem", "mode", "profile"):
+    for k in _BOOT_KEYS:
         if k in msg:
             boot[k] = msg[k]
-    wifi.update(msg.get("wifi", {}))
-    # Signals set before this boot start at its first instant.
-    c = boot["clock"] / 1e6
-    for k, v in msg.get("pins", {}).items():
-        pins[int(k)] = _t0(v, c)
-    for k, v in msg.get("adc", {}).items():
-        adc[int(k)] = _t0(v, c)
-    for a, spec in msg.get("parts", {}).items():
-        for k in spec["values"]:
-            _t0(spec["values"][k], c)
-        _set_part(int(a), spec["name"], spec["values"], spec.get("trim"))
-    for a, mode in msg.get("failed", {}).items():
-        failed[int(a)] = mode
-    for k, v in msg.get("uart", {}).items():
-        uart_rx[int(k)] = bytearray(bytes.fromhex(v))
+    _boot_inputs.clear()
+    for k in msg:
+        if k != "t" and k not in _BOOT_KEYS:
+            _boot_inputs[k] = msg[k]
 
 
-def _t0(v, c):
-    if isinstance(v, dict) and "t0" not in v:
-        v["t0"] = c
-    return v
-
-
-def stamp(v):
-    """Signals start when the board receives them: record that board time (seconds) as t0."""
-    if isinstance(v, dict) and "t0" not in v:
-        import _simclock
-        v["t0"] = _simclock.now_us() / 1e6
-    return v
-
-
-def _set_part(addr, name, values, trim=None):
-    import _simparts
-    for k in values:
-        values[k] = stamp(values[k])
-    p = parts.get(addr)
-    if p is None or p.NAME != name:
-        p = _simparts.create(name, addr)
-        parts[addr] = p
-    if trim:
-        p.configure(trim)
-    p.set(values)
+def take_boot_inputs():
+    """The inputs the boot record brought (pins, adc, parts, failed, uart, wifi), handed over
+    once: _siminputs applies them, and the record need not stay on the heap after that."""
+    global _boot_inputs
+    taken, _boot_inputs = _boot_inputs, {}
+    return taken
 
 
 def _dispatch(msg):
@@ -254,36 +229,7 @@ def _dispatch(msg):
         # collection (a SIGINT there leaves the unix port's heap locked for good).
         raise KeyboardInterrupt
     try:
-        if t == "pin":
-            old = pins.get(msg["id"])
-            pins[msg["id"]] = stamp(msg["v"])
-            _fire("pin", (msg["id"], old, msg["v"]))
-        elif t == "adc":
-            adc[msg["id"]] = stamp(msg["v"])
-        elif t == "part":
-            _set_part(msg["addr"], msg["name"], msg["values"], msg.get("trim"))
-        elif t == "i2cfail":
-            if msg["on"]:
-                failed[msg["addr"]] = msg["on"]
-            else:
-                failed.pop(msg["addr"], None)
-        elif t == "uart":
-            uart_rx.setdefault(msg["id"], bytearray()).extend(bytes.fromhex(msg["data"]))
-        elif t == "wifi":
-            wifi.update(msg["cfg"])
-        elif t == "wifi_drop":
-            import _simclock
-            now = _simclock.now_us()
-            wifi["dropped_at"] = now
-            wifi["refuse_until"] = now + int(msg["refuse_s"] * 1000000)
-        elif t == "brownout":
-            import _simclock
-            reset_now("brownout", _simclock.now_us(), _simclock.rtc_base)
-        elif t == "sync":
-            import _simclock
-            send({"t": "ack", "n": msg["n"], "c": _simclock.now_us()})  # the host learns the clock
-        else:
-            _fire(t, msg)
+        _fire(t, msg)
     except Exception as e:
         raise bug("_simcore handling host command %r" % t, e)
 
@@ -306,7 +252,6 @@ _connect()
 
 
 # --- resets: tell the host, then end the process with the cause's exit code ------------------
-from _simprotocol import EXIT_CODES  # the board layer relaunches after any of them
 pending_exit = None
 _reset_acked = False  # the host has recorded our reset report (see reset_now)
 rtc_memory = bytearray(bytes.fromhex(boot["rtc_mem"] or ""))
@@ -323,15 +268,16 @@ def reset_now(cause, clock_us, rtc_base, **extra):
     # reset before the REPL's end-of-output does: the board layer tells a reset by it.
     global _reset_acked
     _reset_acked = False
-    deadline = _time.ticks_add(_time.ticks_ms(), 1000)
-    while not _reset_acked and _sock is not None and _time.ticks_diff(deadline, _time.ticks_ms()) > 0:
-        wait(_time.ticks_diff(deadline, _time.ticks_ms()))
+    t = port_time
+    deadline = t.ticks_add(t.ticks_ms(), 1000)
+    while not _reset_acked and sock is not None and t.ticks_diff(deadline, t.ticks_ms()) > 0:
+        wait(t.ticks_diff(deadline, t.ticks_ms()))
     pending_exit = EXIT_CODES[cause]
     # A bare `except:` in the firmware may swallow SystemExit, but a chip reset cannot be
     # swallowed: every later shim call polls this object, which raises it again (zero cost
     # to the hot loop until then).
-    global _poller
-    _poller = _Exiting()
+    global poller
+    poller = _Exiting()
     raise SystemExit(pending_exit)
 
 

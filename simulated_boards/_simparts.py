@@ -9,9 +9,12 @@
 #   RANGES = {"temperature": (-40.0, 85.0), ...}   the values a test may set, in their units
 # The host rejects unknown parts, foreign addresses and out-of-range values before they reach
 # the board; the device checks again, so a board run without a host fails just as clearly.
+# _siminputs creates the parts the host attaches (on first use, so a run without parts never
+# loads this module); parts read board time from _simclock.
 import _simcore
+import _simclock
 
-_os = _simcore._os
+_os = _simcore.port_os
 _classes = {}
 
 
@@ -80,7 +83,6 @@ class Part:
         """Current value of `name`, evaluating a signal at the board's time."""
         v = self.values[name]
         if isinstance(v, dict):
-            import _simclock
             lo, hi = self.RANGES[name]
             v = min(max(_simcore.value(v, _simclock.now_us() / 1e6), lo), hi)
         return v

@@ -1,12 +1,19 @@
 # GPIO-level peripherals of the simulated ESP32 (re-exported by machine): Pin with pulls,
-# open drain and IRQs, Signal, ADC and PWM. Inputs come from the host (_simcore.pins/adc),
+# open drain and IRQs, Signal, ADC and PWM. Inputs come from the host (_siminputs.pins/adc),
 # outputs are reported to it.
 import _simcore
 import _simclock
+import _siminputs
+
+# Builtins the shim calls below use, as module globals. MicroPython looks a builtin up in the
+# module's globals table first, and that miss costs more the fuller the table is (it grows
+# only when full): without these, adding any global here would slow every shim call that
+# uses one. Found here, they cost one cached lookup.
+from builtins import int, isinstance, max, min
 
 _c = _simclock
 tick = _simclock.tick
-_pins = _simcore.pins
+_pins = _siminputs.pins
 _pins_get = _pins.get
 _prof = _simcore.boot["profile"]
 _PIN_IDS = set(_prof["pins"])
@@ -15,7 +22,9 @@ _ADC_PINS = {int(k): v for k, v in _prof["adc"].items()}
 wake_sources = {}  # set by esp32.wake_on_ext0/ext1 and Pin.irq(wake=...)
 
 
-def _check_pin(pin_id, output=False):
+def check_pin(pin_id, output=False):
+    """The GPIO number of a Pin or number, if the chip has it (and it can drive it when
+    output=True); ValueError as the port raises otherwise. The buses and esp32 check with it."""
     if isinstance(pin_id, Pin):
         pin_id = pin_id._id
     if pin_id not in _PIN_IDS:
@@ -43,7 +52,7 @@ class Pin:
     _irqs = {}  # pin id -> Pin with a handler
 
     def __init__(self, id, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
-        self._id = _check_pin(id)
+        self._id = check_pin(id)
         self._mode = Pin.IN
         self._pull = None
         self._out = 0
@@ -58,7 +67,7 @@ class Pin:
             if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN):
                 raise ValueError("invalid pin mode")
             if mode != Pin.IN:
-                _check_pin(self._id, output=True)
+                check_pin(self._id, output=True)
             self._mode = mode
         if pull != -1:
             if pull not in (None, Pin.PULL_UP, Pin.PULL_DOWN):
@@ -152,8 +161,7 @@ def _edge(pin, old, new):
             _deferred.append((pin, old, new))
 
 
-def _on_host_pin(arg):
-    pin_id, old, new = arg
+def _on_host_pin(pin_id, old, new):
     pin = Pin._irqs.get(pin_id)
     if pin is None or pin._mode == Pin.OUT:
         return
@@ -162,7 +170,7 @@ def _on_host_pin(arg):
     _edge(pin, 1 if old_l else 0, 1 if _simcore.value(new, t) else 0)
 
 
-_simcore.handlers["pin"] = _on_host_pin
+_siminputs.watch_pins(_on_host_pin)
 _irq_enabled = True
 _deferred = []
 
@@ -171,7 +179,7 @@ def disable_irq():
     global _irq_enabled
     state = _irq_enabled
     _irq_enabled = False
-    _c._firing = True  # timers wait too
+    _c.hold_timers(True)  # timers wait too
     return state
 
 
@@ -179,7 +187,7 @@ def enable_irq(state=True):
     global _irq_enabled
     _irq_enabled = state
     if state:
-        _c._firing = False
+        _c.hold_timers(False)
         while _deferred:
             p, o, n = _deferred.pop(0)
             _edge(p, o, n)
@@ -218,7 +226,7 @@ class ADC:
     _FULL_SCALE_MV = (950, 1250, 1750, 2450)  # per attenuation, from the ESP32 quickref
 
     def __init__(self, pin, *, atten=0):
-        self._id = _check_pin(pin)
+        self._id = check_pin(pin)
         if self._id not in _ADC_PINS:
             raise ValueError("invalid pin")
         self._atten = 0
@@ -241,7 +249,7 @@ class ADC:
 
     def _volts(self):
         tick()
-        v = _simcore.adc.get(self._id, 0.0)
+        v = _siminputs.adc.get(self._id, 0.0)
         if isinstance(v, dict):
             v = _simcore.value(v, _c.now_us() / 1e6)
         fs = ADC._FULL_SCALE_MV[self._atten] / 1000
@@ -262,7 +270,7 @@ class ADC:
 
 class PWM:
     def __init__(self, dest, *, freq=None, duty=None, duty_u16=None, duty_ns=None, invert=False):
-        self._id = _check_pin(dest, output=True)
+        self._id = check_pin(dest, output=True)
         self._freq = 5000
         self._duty = 32768
         self._on = True

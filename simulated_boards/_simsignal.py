@@ -1,6 +1,6 @@
 # Signals: inputs that change over time, evaluated on the device from board time, so a hot loop
 # reading a pin, an ADC or a sensor pays no round trip to the host.
-# A signal is a dict the host builds (harness.simulator.Signal): {"kind": ..., params, "t0": s}.
+# A signal is a dict the host builds (micropython_hil.sim.Signal): {"kind": ..., params, "t0": s}.
 import math
 
 

@@ -3,6 +3,7 @@
 import _simcore
 import json
 import machine
+from _simpins import check_pin
 
 _prof = _simcore.boot["profile"]
 NVS_FILE = ".sim_nvs.json"  # in the board's root folder (the process cwd): survives resets
@@ -83,7 +84,7 @@ def wake_on_ext0(pin, level):
     if pin is None:
         machine.wake_sources.pop("ext0", None)
         return
-    pid = machine._check_pin(pin)
+    pid = check_pin(pin)
     machine.wake_sources["ext0"] = (pid, level)
 
 
@@ -91,7 +92,7 @@ def wake_on_ext1(pins, level):
     if not pins:
         machine.wake_sources.pop("ext1", None)
         return
-    machine.wake_sources["ext1"] = ([machine._check_pin(p) for p in pins], level)
+    machine.wake_sources["ext1"] = ([check_pin(p) for p in pins], level)
 
 
 def wake_on_touch(wake):

@@ -1,13 +1,13 @@
 # machine, as on an ESP32 (MicroPython's esp32 port), on the unix port: timers, RTC, watchdog,
 # resets and sleeps here; pins, ADC and PWM in _simpins; buses (I2C, SPI, UART) in _simbus.
 # Inputs come from the host over the control channel (_simcore); outputs go back to it.
+import sys
+import _simboot  # noqa: F401  (a REPL may import machine first: u-aliases, host inputs)
 import _simcore
 import _simclock
 from _simbus import I2C, SoftI2C, SPI, SoftSPI, UART  # noqa: F401  (re-exported API)
-from _simpins import (ADC, PWM, Pin, Signal, _check_pin, disable_irq,  # noqa: F401
+from _simpins import (ADC, PWM, Pin, Signal, disable_irq,  # noqa: F401
                       enable_irq, wake_sources)
-
-import sys
 
 sys.modules["umachine"] = sys.modules["machine"]  # `import umachine` would reach the built-in
 _c = _simclock

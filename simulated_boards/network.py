@@ -1,12 +1,13 @@
 # network, as on an ESP32: WLAN in STA and AP mode, on a simulated radio. The firmware's
 # sockets still use the host's real network; the WLAN state (connect, drop, refusal, status
 # codes) is simulated in board time and driven by the host: sim.wifi.drop(refuse_for=30).
+import _simboot  # noqa: F401  (a REPL may import network first: u-aliases, host inputs)
 import _simcore
-import _simclock
+import _simclock as _c
+import _siminputs
 
-tick = _simclock.tick
-_c = _simclock
-_w = _simcore.wifi
+tick = _c.tick
+_w = _siminputs.wifi
 _prof = _simcore.boot["profile"]
 
 STA_IF = 0

@@ -6,15 +6,14 @@
 # The control channel is watched alongside, so host commands and Timer callbacks run while the
 # firmware waits.
 import _simcore
-import _simclock
+import _simclock as _c
 
-_sel = _simcore._select
+_sel = _simcore.port_select
 POLLIN = _sel.POLLIN
 POLLOUT = _sel.POLLOUT
 POLLERR = _sel.POLLERR
 POLLHUP = _sel.POLLHUP
-FAST_IO_WINDOW_MS = int(_simcore._os.getenv("MPSIM_FAST_IO_MS") or 20)
-_c = _simclock
+FAST_IO_WINDOW_MS = int(_simcore.port_os.getenv("MPSIM_FAST_IO_MS") or 20)
 
 
 def _patch_asyncio():
@@ -62,7 +61,7 @@ class poll:
 
     def _raw(self, timeout_ms):
         """One real poll, channel included; applies host commands and returns firmware events."""
-        s = _simcore._sock
+        s = _simcore.sock
         if s is not self._chan:
             if self._chan is not None:
                 try:
@@ -76,7 +75,7 @@ class poll:
         if s is not None:
             out = [e for e in res if e[0] is not s]
             if len(out) != len(res):
-                _simcore._read()
+                _simcore.read()
             return out
         return res
 
@@ -91,9 +90,7 @@ class poll:
             now = _c.now_us()
             if deadline is not None and now >= deadline:
                 return []
-            nxt = deadline
-            if _c._timers and not _c._firing and (nxt is None or _c._timers[0][0] < nxt):
-                nxt = _c._timers[0][0]
+            nxt = _c.next_wake(deadline)
             mode = _c.MODE
             if mode == "real":
                 res = self._raw(-1 if nxt is None else max(0, (nxt - now + 999) // 1000))
@@ -106,16 +103,9 @@ class poll:
                     if nxt is None:
                         res = self._raw(-1)  # nothing will ever be due: wait for real I/O
                     else:
-                        _c._jump(nxt - _c.now_us())
+                        _c.jump(nxt - _c.now_us())
             else:
-                if nxt is not None and nxt <= _c._limit:
-                    res = self._raw(0)
-                    if not res:
-                        _c._now = max(_c._now, nxt)
-                else:
-                    _c._now = max(_c._now, _c._limit)
-                    _c._report_idle()
-                    res = self._raw(-1)
+                res = _c.stepped_wait(nxt, self._raw)
             if res:
                 return res
 
@@ -131,3 +121,10 @@ def select(rlist, wlist, xlist, timeout=None):
         p.register(o, POLLOUT)
     res = p.poll(-1 if timeout is None else int(timeout * 1000))
     return ([o for o, ev in res if ev & POLLIN], [o for o, ev in res if ev & POLLOUT], [])
+
+
+# The u-prefixed aliases (utime, uselect, usocket) are set up by _simboot, which the launch
+# runs first. At a REPL launched without it, whichever of these shims the firmware imports
+# first sets them up here: the port would resolve `import usocket` to its built-in otherwise.
+# This import closes a cycle (_simboot imports this module): see _simboot.
+import _simboot  # noqa: E402,F401

@@ -5,10 +5,10 @@
 import _simcore
 import _simclock
 
-_s = _simcore._socket
-for _n in dir(_s):
-    if not _n.startswith("__"):
-        globals()[_n] = getattr(_s, _n)
+_s = _simcore.port_socket
+# The port's names, copied without leaving a loop variable behind: every global added here
+# makes the builtin lookups in the methods below slower (see _simpins).
+globals().update((n, getattr(_s, n)) for n in dir(_s) if not n.startswith("__"))
 
 
 class socket(_s.socket):
@@ -85,3 +85,10 @@ class socket(_s.socket):
                 self._skip = total - len(buf)
                 buf[:] = b""
                 return
+
+
+# The u-prefixed aliases (utime, uselect, usocket) are set up by _simboot, which the launch
+# runs first. At a REPL launched without it, whichever of these shims the firmware imports
+# first sets them up here: the port would resolve `import usocket` to its built-in otherwise.
+# This import closes a cycle (_simboot imports this module): see _simboot.
+import _simboot  # noqa: E402,F401

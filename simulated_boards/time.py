@@ -1,10 +1,11 @@
 # time, as on an ESP32, in the board's clock (see _simclock): sleeps, ticks and the calendar
 # all follow the one clock the harness controls. Epoch 2000-01-01 and a ticks period of 2**30,
 # as the ESP32 port has, so wrap-around bugs show up here as they would on the chip.
+import _simcore
 import _simclock
 
 _c = _simclock
-_b = _simclock._t
+_b = _simcore.port_time
 _EPOCH_1970 = 946684800
 _MASK = (1 << 30) - 1
 _HALF = 1 << 29
@@ -30,7 +31,7 @@ def ticks_us():
     return _c.since_boot_us() & _MASK
 
 
-_MHZ = _c._simcore.boot["profile"]["cpu_freq"] // 1000000
+_MHZ = _simcore.boot["profile"]["cpu_freq"] // 1000000
 
 
 def ticks_cpu():
@@ -73,3 +74,10 @@ def mktime(t):
     m = mo + 12 * a - 3
     jdn = d + (153 * m + 2) // 5 + 365 * yy + yy // 4 - yy // 100 + yy // 400 - 32045
     return (jdn - 2451545) * 86400 + h * 3600 + mi * 60 + s
+
+
+# The u-prefixed aliases (utime, uselect, usocket) are set up by _simboot, which the launch
+# runs first. At a REPL launched without it, whichever of these shims the firmware imports
+# first sets them up here: the port would resolve `import usocket` to its built-in otherwise.
+# This import closes a cycle (_simboot imports this module): see _simboot.
+import _simboot  # noqa: E402,F401

@@ -1,18 +1,37 @@
 """What a test sets and reads on the simulated ESP32: time-varying input Signals, the parts
 registry as the host sees it, and the handles `sim.pin(n)`, `sim.adc(n)`, `sim.sensor(...)`,
-`sim.uart(n)`/`sim.spi(n)` and `sim.wifi` return."""
+`sim.uart(n)`/`sim.spi(n)` and `sim.wifi` return.
+
+The handles check what the test asks against the chip (levels, ranges, ids) and change inputs
+only through the simulator's InputState; they see the simulator as `SimulatorView`, so this
+module does not import the simulator (which imports it).
+"""
 
 from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import SimulatorError
+from .inputstate import InputState
+from .profiles import Profile
 
-if TYPE_CHECKING:
-    from .simulator import Simulator
+
+class SimulatorView(Protocol):
+    """What the handles use of a Simulator: its inputs, its profile, the outputs it recorded
+    and its I2C fault switches."""
+
+    inputs: InputState
+    profile: Profile
+    pin_levels: dict[int, int]
+    pin_history: dict[int, list[tuple[int, int]]]
+    pwm: dict[int, dict]
+
+    def fail_i2c(self, address: int, mode: str = "nack") -> None: ...
+
+    def recover_i2c(self, address: int) -> None: ...
 
 
 class Signal:
@@ -96,20 +115,18 @@ def part_info(name: str, dirs: list[Path]) -> PartInfo:
     raise SimulatorError(f"unknown simulated part {name!r}: known parts are {', '.join(known)} "
                          f"(add one as a file in {dirs[-1]})")
 
+
 class PinHandle:
     """One GPIO as the test sees it."""
 
-    def __init__(self, sim: Simulator, pin: int) -> None:
+    def __init__(self, sim: SimulatorView, pin: int) -> None:
         self.sim, self.id = sim, pin
 
     def set(self, level: int | dict) -> None:
         """Drive the pin (0/1, or a Signal.square etc.); a change fires the firmware's irq."""
         if not isinstance(level, dict) and level not in (0, 1, True, False):
             raise SimulatorError(f"pin {self.id}: level must be 0 or 1 (or a Signal), got {level!r}")
-        v = level if isinstance(level, dict) else int(level)
-        with self.sim._lock:
-            self.sim._pins[self.id] = v
-            self.sim._send({"t": "pin", "id": self.id, "v": v})
+        self.sim.inputs.set_pin(self.id, level if isinstance(level, dict) else int(level))
 
     def pulse(self, level: int = 1) -> None:
         """Two edges (to `level` and back): triggers an IRQ_RISING or IRQ_FALLING handler."""
@@ -135,7 +152,7 @@ class PinHandle:
 class AdcHandle:
     """One ADC pin: the voltage at it."""
 
-    def __init__(self, sim: Simulator, pin: int) -> None:
+    def __init__(self, sim: SimulatorView, pin: int) -> None:
         self.sim, self.id = sim, pin
 
     def set(self, volts: float | dict) -> None:
@@ -143,15 +160,13 @@ class AdcHandle:
         if lo < 0 or hi > 3.6:
             raise SimulatorError(f"ADC pin {self.id}: {volts!r} V is outside 0..3.6 V "
                                  "(the ESP32's pins take at most VDD + 0.3 V)")
-        with self.sim._lock:
-            self.sim._adc[self.id] = volts
-            self.sim._send({"t": "adc", "id": self.id, "v": volts})
+        self.sim.inputs.set_adc(self.id, volts)
 
 
 class PartHandle:
     """A simulated I2C part: what it measures, and its faults."""
 
-    def __init__(self, sim: Simulator, info: PartInfo, address: int) -> None:
+    def __init__(self, sim: SimulatorView, info: PartInfo, address: int) -> None:
         self.sim, self.info, self.address = sim, info, address
 
     def set(self, **values: float | dict) -> None:
@@ -165,10 +180,7 @@ class PartHandle:
             if vlo < lo or vhi > hi:
                 raise SimulatorError(f"{self.info.name} {k}={v!r} is outside the part's range "
                                      f"{lo}..{hi}")
-        with self.sim._lock:
-            self.sim._parts[self.address]["values"].update(values)
-            self.sim._send({"t": "part", "addr": self.address, "name": self.info.name,
-                            "values": values})
+        self.sim.inputs.set_part_values(self.address, values)
 
     def trim(self, **words: int) -> None:
         """Give this chip its own trimming words (e.g. dig_T2=26624), as each real chip has."""
@@ -181,10 +193,7 @@ class PartHandle:
             _, lo, hi = self.info.trim[k]
             if not isinstance(v, int) or not lo <= v <= hi:
                 raise SimulatorError(f"{self.info.name} {k}={v!r} must be an int in {lo}..{hi}")
-        with self.sim._lock:
-            self.sim._parts[self.address].setdefault("trim", {}).update(words)
-            self.sim._send({"t": "part", "addr": self.address, "name": self.info.name,
-                            "values": {}, "trim": words})
+        self.sim.inputs.set_part_trim(self.address, words)
 
     def fail(self, mode: str = "nack") -> None:
         """The part stops answering (until recover())."""
@@ -197,7 +206,7 @@ class PartHandle:
 class ByteHandle:
     """A UART or SPI bus: bytes in (feed) and out (written)."""
 
-    def __init__(self, sim: Simulator, kind: str, bus: int, written: dict) -> None:
+    def __init__(self, sim: SimulatorView, kind: str, bus: int, written: dict) -> None:
         ids = sim.profile.data["uart_ids" if kind == "uart" else "spi_ids"]
         if bus not in ids:
             raise SimulatorError(f"profile {sim.profile.name} has no {kind.upper()}({bus}); "
@@ -205,10 +214,7 @@ class ByteHandle:
         self.sim, self.kind, self.id, self._written = sim, kind, bus, written
 
     def feed(self, data: bytes) -> None:
-        key = self.id if self.kind == "uart" else 1000 + self.id
-        with self.sim._lock:
-            self.sim._uart_rx.setdefault(key, bytearray()).extend(data)
-            self.sim._send({"t": "uart", "id": key, "data": bytes(data).hex()})
+        self.sim.inputs.feed(self.kind, self.id, data)
 
     @property
     def written(self) -> bytes:
@@ -218,7 +224,7 @@ class ByteHandle:
 class WifiHandle:
     """The access point(s) the board's WLAN sees."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorView) -> None:
         self.sim = sim
 
     def configure(self, networks: dict[str, str | None] | None = None,
@@ -234,12 +240,10 @@ class WifiHandle:
             cfg["connect_s"] = connect_s
         if scan is not None:
             cfg["scan"] = [list(s) for s in scan]
-        with self.sim._lock:
-            self.sim._wifi.update(cfg)
-            self.sim._send({"t": "wifi", "cfg": cfg})
+        self.sim.inputs.configure_wifi(cfg)
 
     def drop(self, refuse_for: float = 0.0) -> None:
         """The link drops now and the AP refuses reconnects for `refuse_for` board seconds."""
         if refuse_for < 0:
             raise SimulatorError(f"wifi.drop: refuse_for must be >= 0, got {refuse_for}")
-        self.sim._send({"t": "wifi_drop", "refuse_s": refuse_for}, need_board=True)
+        self.sim.inputs.drop_wifi(refuse_for)

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import SimulatorError
+from .inputs import AdcHandle, ByteHandle, PartHandle, PinHandle, WifiHandle, part_info
+from .inputs import Signal  # noqa: F401  (importable from here as before; defined in inputs)
+from .inputstate import InputState
 from .profiles import SIM_ROOT, Profile, load_profile
 from .protocol import RESET_EXIT_CODES
-from ..errors import SimulatorError
-from .inputs import (AdcHandle, ByteHandle, PartHandle, PinHandle, Signal, WifiHandle,  # noqa: F401
-                         part_info)
 
 # machine.reset_cause() values of the esp32 port; a brown-out reads as a power-on reset there.
 _CAUSE_CODES = {"pwron": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5, "brownout": 1}
@@ -78,7 +79,6 @@ def shim_heap_bytes(micropython: str = "micropython") -> int:
     return _SHIM_HEAP[0]
 
 
-
 @dataclass
 class Publish:
     """One MQTT PUBLISH the firmware sent, stamped with the board's clock when it was written."""
@@ -101,16 +101,13 @@ class Simulator:
         self.time_mode = time_mode
         self.reply_timeout = reply_timeout
         self.parts_dirs = [SIM_ROOT / "devices"] + [Path(d).resolve() for d in parts_dirs]
-        self._lock = threading.RLock()
+        # Inputs (replayed in each boot record): the handles change them through this object,
+        # whose lock also guards the channel and the records below.
+        self.inputs = InputState(self._send, wifi_connect_s)
+        self._lock = self.inputs.lock
         self._changed = threading.Condition(self._lock)
         self._token = secrets.token_hex(8)
-        # Inputs (replayed in each boot record) and outputs (as last reported).
-        self._pins: dict[int, Any] = {}
-        self._adc: dict[int, Any] = {}
-        self._parts: dict[int, dict] = {}
-        self._failed: dict[int, str] = {}
-        self._uart_rx: dict[int, bytearray] = {}
-        self._wifi: dict[str, Any] = {"connect_s": wifi_connect_s, "networks": None, "scan": []}
+        # Outputs (as last reported).
         self.pin_levels: dict[int, int] = {}
         self.pin_history: dict[int, list[tuple[int, int]]] = {}
         self.pwm: dict[int, dict] = {}
@@ -246,13 +243,7 @@ class Simulator:
         if address not in info.addresses:
             raise SimulatorError(f"{name} answers at {', '.join(hex(a) for a in info.addresses)}, "
                                  f"not {address:#x}")
-        with self._lock:
-            spec = self._parts.get(address)
-            if spec is not None and spec["name"] != name:
-                raise SimulatorError(f"I2C address {address:#x} already holds a {spec['name']}")
-            if spec is None:
-                self._parts[address] = {"name": name, "values": {}}
-                self._send({"t": "part", "addr": address, "name": name, "values": {}})
+        self.inputs.attach_part(address, name)
         return PartHandle(self, info, address)
 
     def uart(self, uart_id: int) -> "ByteHandle":
@@ -276,14 +267,11 @@ class Simulator:
         """The part at `address` stops answering: OSError ENODEV (nack) or ETIMEDOUT (timeout)."""
         if mode not in ("nack", "timeout"):
             raise SimulatorError(f"fail_i2c mode {mode!r}: use 'nack' or 'timeout'")
-        with self._lock:
-            self._failed[address] = mode
-            self._send({"t": "i2cfail", "addr": address, "on": mode})
+        self.inputs.fail_part(address, mode)
 
     def recover_i2c(self, address: int) -> None:
-        with self._lock:
-            self._failed.pop(address, None)
-            self._send({"t": "i2cfail", "addr": address, "on": False})
+        """The part at `address` answers again."""
+        self.inputs.recover_part(address)
 
     # -- time ----------------------------------------------------------------------------------
     def advance(self, seconds: float = 0.0, *, ms: float = 0.0, wait: bool = True,
@@ -391,9 +379,7 @@ class Simulator:
 
     def _boot_record(self) -> dict:
         return {"t": "boot", **self._boot, "mode": self.time_mode, "profile": self.profile.data,
-                "pins": self._pins, "adc": self._adc, "parts": self._parts,
-                "failed": self._failed, "wifi": self._wifi,
-                "uart": {k: bytes(v).hex() for k, v in self._uart_rx.items()}}
+                **self.inputs.boot_fields()}
 
     def _serve(self) -> None:
         bufs: dict[socket.socket, bytes] = {}
