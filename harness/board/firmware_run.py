@@ -11,6 +11,7 @@ A run knows its board only through `RunHost`, the few questions and notices belo
 from __future__ import annotations
 
 import threading
+import time
 from typing import Protocol
 
 import serial
@@ -184,9 +185,15 @@ class FirmwareRun:
         self.board.console.note(f"stopping {self.script}: KeyboardInterrupt from the harness")
         # On the simulator the shims raise the interrupt at a safe point; Ctrl-C (a signal on
         # the unix port) is the fallback for code that calls no shim, and the way on a chip.
-        if not (self.board.interrupt_at_safe_point() and self._done.wait(0.5)):
+        # Asked again every second: a board between two processes (a simulated deep-sleep
+        # wake, say) misses an interrupt sent while it relaunches.
+        deadline = time.monotonic() + timeout
+        while not (self.board.interrupt_at_safe_point() and self._done.wait(0.5)):
             self.board.interrupt()
-            if not self._done.wait(timeout):
+            left = deadline - time.monotonic()
+            if self._done.wait(max(0.0, min(1.0, left))):
+                break
+            if left <= 1.0:
                 self.abandon()  # the console is the reset's now
                 self._done.wait(1.0)
                 self.board.force_stop(self, f"{self.script} ignored KeyboardInterrupt for {timeout:g} s")
