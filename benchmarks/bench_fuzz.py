@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from micropython_hil.board.board import Board  # noqa: E402
 from micropython_hil.mqtt.broker import MosquittoBroker, make_broker  # noqa: E402
 from micropython_hil.deploy.firmware import Firmware  # noqa: E402
-from micropython_hil.fuzz.fuzzer import Fuzzer  # noqa: E402
+from micropython_hil.fuzz import Fuzzer  # noqa: E402
 from micropython_hil.sim.simulator import Simulator  # noqa: E402
 
 HOME = Path(__file__).resolve().parent.parent / "firmware_under_test" / "home_automation"

@@ -16,7 +16,7 @@ import sys
 import textwrap
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from micropython_hil.netfault.proxy import FaultProxy  # noqa: E402
+from micropython_hil.netfault import FaultProxy  # noqa: E402
 
 ECHO = textwrap.dedent("""
     import socket, sys, threading

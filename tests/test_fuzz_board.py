@@ -43,9 +43,17 @@ def test_planted_crash_is_found_shrunk_and_replayed_from_the_database(fuzz_board
     db = tmp_path / "db"
     fuzzer = Fuzzer(fuzz_board, planted_copy(tmp_path), amqtt, database=db, seed=0).start()
     try:
-        with pytest.raises(FuzzCrash) as found:
-            fuzzer.run()  # the default length: 100 examples
-        crash = found.value
+        crash = None
+        # Rounds of the default length (100 examples), seeded 0, 1, ... until one finds it: what a
+        # seed draws also depends on the literals of every module loaded (hypothesis mixes them
+        # into its draws), so whether one given seed finds the bug moves as the code around moves.
+        for seed in range(5):
+            try:
+                fuzzer.run(seed=seed)
+            except FuzzCrash as e:
+                crash = e
+                break
+        assert crash is not None, f"no crash in 5 rounds: {fuzzer.stats}"
         cmd = json.loads(crash.payload)
         assert cmd == {"op": "toggle", "relay": 2}, f"not shrunk to the minimal command: {crash.payload!r}"
         assert "IndexError" in str(crash)

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 
 from micropython_hil.errors import FuzzBadReply, FuzzCrash, FuzzWrongReply
 from micropython_hil.fuzz.oracle import GARBAGE, INVALID, VALID, Contract, RelayModel, StrictValidator
+from micropython_hil.fuzz.runner import example_database, run_property
+from micropython_hil.fuzz.schema_strategies import schema_values
 from micropython_hil.fuzz.strategies import encode, mutated_messages, payloads, raw_payloads, valid_messages
 
-HOME = Path(__file__).resolve().parent.parent / "firmware_under_test" / "home_automation" / "schemas"
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware_under_test"
+HOME = FIRMWARE / "home_automation" / "schemas"
 COMMAND = json.loads((HOME / "command.json").read_text())
 REPLY = json.loads((HOME / "reply.json").read_text())
 QUICK = settings(max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck))
@@ -168,3 +172,127 @@ def test_relay_model_compares_pins_with_the_expected_state():
     model.apply({"op": "set", "relay": 1, "state": True}, {"relays": [False, True]})
     assert model.check_outputs(Sim({26: 0, 27: 1})) is None
     assert "expected [0, 1]" in model.check_outputs(Sim({26: 0, 27: 0}))
+
+
+# -- schema_strategies: values from the JSON Schema subset the firmware formats use ------------
+def draws(strategy, examples: int = 150, seed_: int = 0) -> list:
+    """`examples` values drawn from `strategy` (seeded, no database)."""
+    out: list = []
+
+    @seed(seed_)
+    @settings(max_examples=examples, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(x):
+        out.append(x)
+
+    collect()
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(FIRMWARE.glob("*/schemas/*.json")), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_schema_values_of_every_firmware_schema_are_strictly_valid(path):
+    schema = json.loads(path.read_text())
+    values = draws(schema_values(schema), examples=80)
+    assert values and all(StrictValidator(schema).is_valid(v) for v in values)
+
+
+def test_schema_values_draw_optional_members_both_ways_and_meet_if_then():
+    values = draws(schema_values(COMMAND), examples=300)
+    assert {v["op"] for v in values} == {"set", "toggle", "get", "ping"}
+    assert any("relay" in v for v in values) and any("relay" not in v for v in values)
+    assert all({"relay", "state"} <= set(v) for v in values if v["op"] == "set")
+    assert {type(v["id"]) for v in values if "id" in v} == {str, int}
+
+
+@pytest.mark.parametrize("schema, ok", [
+    ({"type": "integer", "minimum": 2, "maximum": 4}, lambda v: type(v) is int and 2 <= v <= 4),
+    ({"type": "integer", "exclusiveMinimum": 2, "exclusiveMaximum": 4}, lambda v: v == 3),
+    ({"type": "integer", "minimum": 0.5, "maximum": 2.5}, lambda v: v in (1, 2)),
+    ({"type": "number", "minimum": -1, "exclusiveMaximum": 1}, lambda v: isinstance(v, (int, float)) and -1 <= v < 1),
+    ({"type": "string", "minLength": 2, "maxLength": 3}, lambda v: isinstance(v, str) and 2 <= len(v) <= 3),
+    ({"type": "string", "pattern": "^ab[0-9]", "maxLength": 5},  # searched, as JSON Schema does
+     lambda v: v[:2] == "ab" and v[2].isdigit() and len(v) <= 5),
+    ({"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 2},
+     lambda v: 1 <= len(v) <= 2 and all(isinstance(x, bool) for x in v)),
+    ({"type": "array", "items": {"enum": [1, 2, 3]}, "uniqueItems": True}, lambda v: len(set(v)) == len(v)),
+    ({"type": ["null", "boolean"]}, lambda v: v is None or isinstance(v, bool)),
+    ({"enum": ["a", 1, None], "type": "string"}, lambda v: v == "a"),
+    ({"const": {"k": [1]}}, lambda v: v == {"k": [1]}),
+    ({"type": "object", "additionalProperties": False}, lambda v: v == {}),
+    ({"type": "object", "required": ["x"], "additionalProperties": {"type": "integer"}},
+     lambda v: isinstance(v["x"], int) and all(isinstance(x, int) for x in v.values())),
+    ({"properties": {"a": {"type": "object", "required": ["b"], "properties": {"b": {"const": 1}}}},
+      "required": ["a"]}, lambda v: v["a"]["b"] == 1),
+    ({"minimum": 3}, lambda v: isinstance(v, (int, float)) and v >= 3),
+    ({}, lambda v: json.loads(json.dumps(v)) == v or v != v),
+    ({"type": "integer", "not": {"const": 0}, "minimum": 0, "maximum": 1}, lambda v: v == 1),
+])
+def test_schema_values_keep_each_supported_keyword(schema, ok):
+    values = draws(schema_values(schema), examples=60)
+    bad = [v for v in values if not ok(v)]
+    assert values and not bad, bad[:3]
+
+
+def test_schema_values_draw_integers_and_floats_for_number():
+    values = draws(schema_values({"type": "number", "minimum": 0, "maximum": 100}), examples=100)
+    assert {type(v) for v in values} == {int, float}
+
+
+@pytest.mark.parametrize("schema, words", [
+    ({"type": "object", "patternProperties": {"^x": {}}}, "patternProperties not supported"),
+    ({"$ref": "#/$defs/x", "$defs": {"x": {}}}, "$defs, $ref not supported"),
+    ({"type": "array", "items": {"multipleOf": 3}}, "#/items: keyword(s) multipleOf"),
+    ({"type": "integer", "minimum": 3, "maximum": 2}, "no integer lies within its bounds"),
+    ({"type": "number", "exclusiveMinimum": 1, "maximum": 1}, "no number lies within its bounds"),
+    ({"type": "string", "minLength": 3, "maxLength": 2}, "maxLength 2 is below minLength 3"),
+    ({"type": "string", "enum": [1, 2]}, "no value of its enum/const"),
+    ({"type": "object", "required": ["x"], "additionalProperties": False}, "'x' is required"),
+    ({"type": "object", "properties": {"x": False}}, "#/properties/x: False accepts no value"),
+    ({"type": "decimal"}, "unknown type 'decimal'"),
+])
+def test_schema_values_refuse_what_they_cannot_generate(schema, words):
+    with pytest.raises(ValueError, match="fuzz schema") as e:
+        schema_values(schema)
+    assert words in str(e.value)
+
+
+# -- runner: seeds and the example database -------------------------------------------------------
+def test_seeded_runs_draw_the_same_test_cases():
+    def drawn(seed_):
+        out = []
+        run_property(lambda data: out.append(data.draw(st.integers(0, 10**9))), examples=20, seed=seed_,
+                     database=None, key="k")
+        return out
+
+    assert drawn(7) == drawn(7)
+    assert drawn(7) != drawn(8)
+
+
+def test_a_stored_failure_is_replayed_first_even_by_a_seeded_run(tmp_path):
+    seen: list[int] = []
+
+    def prop(data):
+        n = data.draw(st.integers(0, 10**6))
+        seen.append(n)
+        assert n < 1000
+
+    with pytest.raises(AssertionError):
+        run_property(prop, examples=200, seed=1, database=tmp_path, key="firmware A")
+    minimal = seen[-1]
+    assert minimal == 1000  # shrunk
+    seen.clear()
+    with pytest.raises(AssertionError):
+        run_property(prop, examples=200, seed=2, database=tmp_path, key="firmware A")
+    assert seen[0] == minimal  # replayed before any new test case
+    seen.clear()
+    with pytest.raises(AssertionError):  # another key has no stored failure: it starts afresh
+        run_property(prop, examples=200, seed=2, database=tmp_path, key="firmware B")
+    assert seen[0] != minimal
+
+
+def test_each_key_has_its_own_database_folder(tmp_path):
+    assert example_database(None, "k") is None
+    a, b = example_database(tmp_path, "a"), example_database(tmp_path, "b")
+    a.save(b"key", b"value")
+    assert list(a.fetch(b"key")) == [b"value"] and list(b.fetch(b"key")) == []
+    assert list(example_database(tmp_path, "a").fetch(b"key")) == [b"value"]

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 
 from micropython_hil.plugin.netfault import netfault  # noqa: F401  (the fixture under test)
-from micropython_hil.netfault.proxy import FaultProxy, NetFaultError
+from micropython_hil.errors import NetFaultError
+from micropython_hil.netfault import FaultProxy
 
 
 class Server:
@@ -152,7 +153,7 @@ def test_both_legs_have_tcp_nodelay(proxy, server):
     with connect(proxy) as c:
         c.sendall(b"x")
         recv_exactly(c, 1)
-        link = proxy._links[0]
+        link = proxy.links()[0]
         for sock in (link.client_sock, link.upstream_sock):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
@@ -215,7 +216,7 @@ def test_latency_adds_to_each_direction(proxy):
         with proxy.latency(30, direction="up"):
             up = rtt(c, 3)
         after = rtt(c)
-        assert all(pipe.fast for pipe in proxy._links[0].pipes)  # cleared: back to the clean path
+        assert all(pipe.fast for pipe in proxy.links()[0].pipes)  # cleared: back to the clean path
     assert both >= 0.060 and both < 0.060 + 0.05
     assert 0.030 <= up < 0.055
     assert after < base + 0.01

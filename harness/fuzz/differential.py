@@ -4,6 +4,8 @@ The board runs `function(payload)` for a batch of payloads in one REPL round tri
 is deployed but not running); the host runs `reference(payload)` on the same bytes. Results are
 compared in a canonical form both sides compute the same way (floats as '%.12g' text, dicts as
 sorted pairs, exceptions by class name), and the first difference fails, shrunk by hypothesis.
+The board builds the canonical form recursively: a result nested deeper than about 80 levels
+exceeds MicroPython's recursion limit there and comes back as ('err', 'RuntimeError').
 
     diff = Differential(board, setup="import app", function="lambda b: app.Node.parse(None, b)",
                         reference=reference_parse)
@@ -19,11 +21,11 @@ from typing import Any, Callable
 
 from hypothesis import HealthCheck, Phase, given, seed as hyp_seed, settings
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 
 from ..board.board import Board
 from ..errors import BoardException
 from ..errors import DifferenceFound
+from .runner import example_database
 
 # Defined on the board and mirrored by canon() below: the two must agree on every value.
 _BOARD_CANON = """\
@@ -85,6 +87,17 @@ class Differential:
             return ("err", self.error_names.get(result[1], result[1]))
         return result
 
+    def _read(self, line: str, on_host: tuple) -> tuple:
+        """The board's result from its printed line. Text CPython cannot read back (nested past
+        its parser's limit, or a character past U+10FFFF that MicroPython decoded from invalid
+        UTF-8) agrees only if it is the host result's own text."""
+        try:
+            return self._norm(ast.literal_eval(line))
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            if line == repr(on_host):
+                return on_host
+            return ("ok" if line.startswith("('ok'") else "err", f"unreadable on the host: {line[:300]}")
+
     def compare(self, payloads: list[bytes]) -> None:
         """Run the batch on both sides; raise DifferenceFound at the first disagreement."""
         try:
@@ -93,8 +106,8 @@ class Differential:
             raise AssertionError(f"{self.function} crashed the board's REPL on {payloads!r}: {e}") from None
         lines = [line for line in out.splitlines() if line.startswith("(")]
         for payload, line in zip(payloads, lines):
-            on_board = self._norm(ast.literal_eval(line))
             on_host = self._norm(outcome(self.reference, payload))
+            on_board = self._read(line, on_host)
             self.compared += 1
             if on_board != on_host:
                 raise DifferenceFound(payload, on_board, on_host, self.function)
@@ -105,7 +118,9 @@ class Differential:
     def run(self, strategy: st.SearchStrategy[bytes], examples: int = 100, seed: int | None = None,
             batch: int = 20, database: str | Path | None = None) -> int:
         """Compare over `examples` batches of up to `batch` payloads; the number compared."""
-        db = DirectoryBasedExampleDatabase(str(database)) if database is not None else None
+        # Failures are stored per board function and reference.
+        key = f"harness.fuzz_diff:{self.function}:{json.dumps(getattr(self.reference, '__qualname__', ''))}"
+        db = example_database(database, key)
 
         @settings(max_examples=examples, database=db, deadline=None, print_blob=False,
                   suppress_health_check=list(HealthCheck),
@@ -114,8 +129,6 @@ class Differential:
         def differential(items: list[bytes]) -> None:
             self.compare(items)
 
-        key = f"harness.fuzz_diff:{self.function}:{json.dumps(getattr(self.reference, '__qualname__', ''))}"
-        differential._hypothesis_internal_database_key = key.encode()
         if seed is not None:
             differential = hyp_seed(seed)(differential)
         differential()

@@ -15,7 +15,6 @@ found once is replayed first next time.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import threading
@@ -24,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis import strategies as st
 
 from ..board.board import Board
@@ -34,6 +31,7 @@ from ..errors import BoardError, HarnessError
 from ..deploy.firmware import Firmware
 from .oracle import Contract, RelayModel
 from ..errors import FuzzBadReply, FuzzCrash, FuzzFailure, FuzzHang, FuzzWrongReply
+from .runner import run_property
 from .strategies import payloads
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -315,12 +313,7 @@ class Fuzzer:
         batch = self.batch_size if batch is None else batch
         database = self.database if database == "default" else database
         payload = strategy or payloads(self.contract.command_schema, max_size)
-        phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
-        db = DirectoryBasedExampleDatabase(str(database)) if database is not None else None
 
-        @settings(max_examples=examples, database=db, deadline=None, phases=phases, derandomize=False,
-                  suppress_health_check=list(HealthCheck), print_blob=False)
-        @given(st.data())
         def fuzz_firmware(data: st.DataObject) -> None:
             # A batch is drawn like hypothesis draws a list (a "more?" choice before each
             # element), so shrinking deletes payloads; each is published as soon as it is drawn.
@@ -331,17 +324,12 @@ class Fuzzer:
                 round_.send(data.draw(payload, label="payload"))
             round_.finish()
 
-        # Failures are stored per firmware folder and command schema (hypothesis would key them
-        # by this function's source, shared by every firmware).
+        # Failures are stored per firmware folder and command schema.
         key = f"harness.fuzz:{self.firmware.path}:{json.dumps(self.contract.command_schema, sort_keys=True)}"
-        fuzz_firmware._hypothesis_internal_database_key = hashlib.sha256(key.encode()).digest()
-        if seed is not None:
-            # What @hypothesis.seed sets, without the `database=None` it also sets: a seeded run
-            # still replays and stores failures.
-            fuzz_firmware._hypothesis_internal_use_seed = seed
         began = time.perf_counter()
         try:
-            fuzz_firmware()
+            run_property(fuzz_firmware, examples=examples, seed=seed, database=database, key=key,
+                         shrink=shrink)
         finally:
             self.stats.seconds += time.perf_counter() - began
         leak = self.leak()

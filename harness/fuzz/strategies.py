@@ -1,7 +1,7 @@
 """hypothesis strategies for a firmware's message formats, all producing the exact payload bytes.
 
 Three families, mixed by `payloads(schema)`:
-  valid      messages generated from the format's JSON Schema (hypothesis-jsonschema)
+  valid      messages generated from the format's JSON Schema (schema_strategies)
   near-valid a valid message with one mutation: a field missing, a wrong type, out of range,
              an extra field, deep nesting, a long string, a unicode edge case
   raw        bytes that are not a well-formed message: empty, invalid UTF-8, truncated or
@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
 from hypothesis import strategies as st
-from hypothesis_jsonschema import from_schema
+
+from .schema_strategies import schema_values
 
 # Strings firmware often gets wrong: NUL, lone surrogates (legal as JSON escapes, not as UTF-8),
 # noncharacters, astral plane, combining marks, bidi override, BOM, overlong-looking text.
@@ -47,35 +47,13 @@ _SCHEMA_STRATEGIES: dict[str, st.SearchStrategy] = {}
 
 
 def valid_messages(schema: dict) -> st.SearchStrategy[dict]:
-    """Messages valid against `schema` (objects, as Python values); built once per schema.
-
-    An object schema with `properties` is assembled here from hypothesis-jsonschema strategies
-    of each property, then checked against the whole schema (required, if/then, ...): drawing
-    whole objects through from_schema re-resolves every subschema on every draw (~6 ms each),
-    which would cap a fuzz run far below the device's speed. Extra members come from the
-    "extra" mutation. Other schemas go through from_schema whole."""
+    """Messages valid against `schema` (objects, as Python values); built once per schema
+    (see schema_strategies for the JSON Schema subset understood). Extra members come from
+    the "extra" mutation."""
     key = json.dumps(schema, sort_keys=True)
     if key not in _SCHEMA_STRATEGIES:
-        _SCHEMA_STRATEGIES[key] = _compile(schema)
+        _SCHEMA_STRATEGIES[key] = schema_values(schema)
     return _SCHEMA_STRATEGIES[key]
-
-
-def _compile(schema: dict) -> st.SearchStrategy:
-    props = schema.get("properties")
-    if schema.get("type") != "object" or not props:
-        return from_schema(schema)
-    required = set(schema.get("required", ()))
-    values = {name: from_schema(sub) for name, sub in sorted(props.items())}
-    is_valid = jsonschema.Draft202012Validator(schema).is_valid
-
-    @st.composite
-    def objects(draw: st.DrawFn) -> dict:
-        # Optional members are present 3 times in 4 (so if/then requirements are met often);
-        # shrinking drops them.
-        return {name: draw(strategy) for name, strategy in values.items()
-                if name in required or draw(st.integers(0, 3)) > 0}
-
-    return objects().filter(is_valid)
 
 
 def _out_of_range(sub: dict) -> st.SearchStrategy:

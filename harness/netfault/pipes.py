@@ -1,6 +1,6 @@
-"""The fault proxy's forwarding: one `_Link` per proxied connection, a `_Pipe` per direction
-moving bytes between two `_Leg`s (asyncio protocols), applying the proxy's active faults; the
-clean path hands each chunk straight to the other leg."""
+"""The fault proxy's forwarding: one `Link` per proxied connection, a `Pipe` per direction
+moving bytes between two `_Leg`s (asyncio protocols), applying the faults in its `Conditions`;
+the clean path hands each chunk straight to the other leg."""
 from __future__ import annotations
 
 import asyncio
@@ -9,17 +9,15 @@ import select
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Callable, Iterable
 
-if TYPE_CHECKING:
-    from .proxy import Fault, FaultProxy
+from .conditions import DOWN, UP, ByteFault, Conditions
 
-UP, DOWN = "up", "down"
 _EOF = None  # queue marker: forward a FIN
 _QUEUE_HIGH, _QUEUE_LOW = 256 * 1024, 64 * 1024  # delayed bytes that pause / resume the reader
 
 
-def _close_socket(sock: socket.socket, mode: str) -> None:
+def close_socket(sock: socket.socket, mode: str) -> None:
     """Close a raw socket with an RST (mode 'rst') or a FIN after draining unread input."""
     try:
         if mode == "rst":
@@ -42,48 +40,33 @@ def _peer_gone(sock: socket.socket) -> bool:
         return True
 
 
-class _ByteFault:
-    """Drop or corrupt `length` bytes of each connection's stream once, at an offset or a match."""
+class _ByteEdit:
+    """One byte fault on one stream: where its change starts (None until the match is seen)
+    and the tail of a match that may straddle two reads."""
 
-    def __init__(self, fault: Fault, drop: bool, at: int | None, after: int | None,
-                 match: bytes | None, length: int, xor: int) -> None:
-        self.fault, self.drop, self.at, self.after = fault, drop, at, after
-        self.match, self.length, self.xor = match, length, xor
-        self.state: dict[_Pipe, list] = {}  # pipe -> [target start or None, match tail]
+    __slots__ = ("fault", "start", "tail", "done")
 
-    def attach(self, pipe: _Pipe, existing: bool) -> None:
-        if self.match is not None:
-            start = None
-        elif self.at is not None:
-            start = self.at
-        else:
-            start = (pipe.offset if existing else 0) + self.after
-        self.state[pipe] = [start, b""]
-        pipe.byte_faults.append(self)
+    def __init__(self, fault: ByteFault, start: int | None) -> None:
+        self.fault, self.start, self.tail, self.done = fault, start, b"", False
 
-    def span(self, pipe: _Pipe, base: int, data: bytes) -> tuple[int, int] | None:
-        """Chunk-relative range to change in `data` (stream offsets base..), None if none."""
-        st = self.state[pipe]
-        if st[0] is None:
-            hay = st[1] + data
-            i = hay.find(self.match)
+    def span(self, base: int, data: bytes) -> tuple[int, int] | None:
+        """Chunk-relative range to change in `data` (stream offsets base..), None if none;
+        sets `done` once the change is complete."""
+        if self.start is None:
+            match = self.fault.match
+            hay = self.tail + data
+            i = hay.find(match)
             if i < 0:
-                st[1] = hay[len(hay) - len(self.match) + 1:] if len(self.match) > 1 else b""
+                self.tail = hay[len(hay) - len(match) + 1:] if len(match) > 1 else b""
                 return None
-            st[0] = base - len(st[1]) + i  # a match straddling reads is changed only from here on
-        start, end = st[0], st[0] + self.length
+            self.start = base - len(self.tail) + i  # a match straddling reads is changed only from here on
+        start, end = self.start, self.start + self.fault.length
         if end <= base + len(data):
-            self.detach(pipe)
+            self.done = True
             if end > base:
                 self.fault.hits += 1
         lo, hi = max(start, base), min(end, base + len(data))
         return (lo - base, hi - base) if lo < hi else None
-
-    def detach(self, pipe: _Pipe) -> None:
-        self.state.pop(pipe, None)
-        if self in pipe.byte_faults:
-            pipe.byte_faults.remove(self)
-            pipe.refresh()
 
 
 def _await_answer(sock: socket.socket, spin_s: float = 100e-6) -> None:
@@ -98,11 +81,11 @@ def _await_answer(sock: socket.socket, spin_s: float = 100e-6) -> None:
 class _Leg(asyncio.Protocol):
     """One socket of a proxied connection; hands what it reads to its outgoing pipe."""
 
-    def __init__(self, link: _Link, sock: socket.socket) -> None:
+    def __init__(self, link: Link, sock: socket.socket) -> None:
         self.link, self.sock = link, sock
         self.transport: asyncio.Transport | None = None
-        self.out: _Pipe | None = None  # the pipe reading from this leg
-        self.into: _Pipe | None = None  # the pipe writing to this leg
+        self.out: Pipe | None = None  # the pipe reading from this leg
+        self.into: Pipe | None = None  # the pipe writing to this leg
         self.pauses: set[str] = {"opening"}
         self.lost = False
 
@@ -144,11 +127,14 @@ class _Leg(asyncio.Protocol):
         self.link.leg_lost(self, exc)
 
 
-class _Pipe:
-    """One direction of one connection: applies the faults of its direction, keeps byte order."""
+class Pipe:
+    """One direction of one connection: applies the faults of its direction, keeps byte order.
+    `offset` counts the bytes read from the sending side."""
 
-    def __init__(self, proxy: FaultProxy, direction: str, src: _Leg, dst: _Leg) -> None:
-        self.proxy, self.direction, self.src_leg, self.dst_leg = proxy, direction, src, dst
+    def __init__(self, conditions: Conditions, loop: asyncio.AbstractEventLoop, direction: str,
+                 src: _Leg, dst: _Leg) -> None:
+        self.conditions, self.loop = conditions, loop
+        self.direction, self.src_leg, self.dst_leg = direction, src, dst
         self.dst: asyncio.Transport = dst.transport  # type: ignore[assignment]
         self.offset = 0
         self.queue: collections.deque = collections.deque()  # (deliver_at, bytes or _EOF)
@@ -156,20 +142,53 @@ class _Pipe:
         self.last_at = 0.0  # deliveries never overtake each other
         self.tx_free = 0.0  # when the bandwidth-limited "wire" is free again
         self.timer: asyncio.TimerHandle | None = None
-        self.byte_faults: list[_ByteFault] = []
+        self.edits: list[_ByteEdit] = []
         self.fast = True
         self.eof_sent = False
         src.out, dst.into = self, self
 
+    # -- called by the proxy when its faults change ------------------------------------------
+    def add_byte_fault(self, bf: ByteFault) -> None:
+        """Apply `bf` to this stream from now on (its offsets count from `offset`)."""
+        self.edits.append(_ByteEdit(bf, bf.start(self.offset)))
+
+    def remove_byte_fault(self, bf: ByteFault) -> None:
+        """Stop applying `bf` (no-op if it is done or was never added)."""
+        for edit in self.edits:
+            if edit.fault is bf:
+                self.edits.remove(edit)
+                self.refresh()
+                return
+
+    def reset_wire(self) -> None:
+        """A bandwidth limit starts: the wire is free from now, not from an earlier limit's end."""
+        self.tx_free = self.loop.time()
+
+    def set_blackhole(self, on: bool) -> None:
+        """Stop reading the sender and hold what is queued (on), or let both go again."""
+        self.src_leg.pause("blackhole", on)
+        self.update()
+
+    def update(self) -> None:
+        """Take changed conditions into account: choose the path, deliver what is now due."""
+        self.refresh()
+        self.kick()
+
+    # -- forwarding -------------------------------------------------------------------------------
     def refresh(self) -> None:
-        p, d = self.proxy, self.direction
-        self.fast = not (self.queue or self.byte_faults or p._latency[d] or p._bandwidth[d]
-                         or p._blackhole[d])
+        self.fast = not (self.queue or self.edits) and self.conditions.clean(self.direction)
 
     def feed(self, data: bytes) -> None:
-        if self.byte_faults:
+        if self.edits:
             base = self.offset - len(data)
-            spans = [(bf, s) for bf in list(self.byte_faults) if (s := bf.span(self, base, data))]
+            spans = []
+            for edit in list(self.edits):
+                s = edit.span(base, data)
+                if edit.done:
+                    self.edits.remove(edit)
+                    self.refresh()
+                if s:
+                    spans.append((edit.fault, s))
             if spans:
                 buf = bytearray(data)
                 for bf, (lo, hi) in spans:
@@ -184,23 +203,23 @@ class _Pipe:
 
     def push(self, item: bytes | None) -> None:
         """Queue `item` for delivery after the configured latency and bandwidth."""
-        p, d = self.proxy, self.direction
+        c, d = self.conditions, self.direction
         if self.fast and item is _EOF:
             self.deliver_now(_EOF)
             return
-        now = p._loop.time()
+        now = self.loop.time()
         pieces: Iterable = [item]
-        bw = p._bandwidth[d]
+        bw = c.bandwidth(d)
         if bw and item:
             step = max(1, min(16384, int(bw / 100)))  # ~10 ms slices keep the rate smooth
             pieces = [item[i:i + step] for i in range(0, len(item), step)]
-        lat = p._latency[d]
+        lat = c.latency(d)
         for piece in pieces:
             at = now
             if bw and piece:
                 at = self.tx_free = max(self.tx_free, now) + len(piece) / bw
             if lat:
-                at += max(0.0, lat[0] + p._random.uniform(-lat[1], lat[1]))
+                at += c.delay(d)
             at = self.last_at = max(at, self.last_at)
             self.queue.append((at, piece))
             self.queued += len(piece) if piece else 0
@@ -210,14 +229,14 @@ class _Pipe:
         self.kick()
 
     def kick(self) -> None:
-        if self.timer is None and self.queue and not self.proxy._blackhole[self.direction]:
-            self.timer = self.proxy._loop.call_at(self.queue[0][0], self.deliver_due)
+        if self.timer is None and self.queue and not self.conditions.blackholed(self.direction):
+            self.timer = self.loop.call_at(self.queue[0][0], self.deliver_due)
 
     def deliver_due(self) -> None:
         self.timer = None
-        if self.proxy._blackhole[self.direction]:
+        if self.conditions.blackholed(self.direction):
             return  # held until the blackhole ends
-        now = self.proxy._loop.time()
+        now = self.loop.time()
         while self.queue and self.queue[0][0] <= now + 0.0002:
             _, item = self.queue.popleft()
             self.queued -= len(item) if item else 0
@@ -248,47 +267,55 @@ class _Pipe:
         self.queued = 0
 
 
-class _Link:
-    """One proxied connection: the board's socket, the upstream socket, a pipe each way."""
+class Link:
+    """One proxied connection: the board's socket, the upstream socket, a pipe each way.
 
-    def __init__(self, proxy: FaultProxy, client: socket.socket, peer: Any) -> None:
-        self.proxy, self.client_sock, self.peer = proxy, client, peer
+    Made in the proxy's loop for an accepted `client` socket; dials `upstream` (a socket
+    `family` address) once `conditions` let handshakes through. `on_forget(link)` is called
+    when both sides are closed (possibly more than once)."""
+
+    def __init__(self, client: socket.socket, peer: Any, conditions: Conditions, *,
+                 upstream: tuple[str, int], family: int, connect_timeout: float,
+                 log: Callable[[str], None], on_forget: Callable[[Link], None]) -> None:
+        self.client_sock, self.peer, self.conditions = client, peer, conditions
+        self.upstream, self.family, self.connect_timeout = upstream, family, connect_timeout
+        self.log, self.on_forget = log, on_forget
+        self.loop = asyncio.get_running_loop()
         self.upstream_sock: socket.socket | None = None
         self.legs: list[_Leg] = []
-        self.pipes: list[_Pipe] = []
+        self.pipes: list[Pipe] = []
         self.closed = False
-        self.task = proxy._loop.create_task(self.open())
+        self.task = self.loop.create_task(self.open())
 
     async def open(self) -> None:
-        p = self.proxy
+        c, loop = self.conditions, self.loop
         try:
-            if not p._passable.is_set():
-                await p._passable.wait()  # a blackholed network does not complete handshakes
+            if not c.passable:
+                await c.wait_passable()  # a blackholed network does not complete handshakes
                 if _peer_gone(self.client_sock):  # the client gave up waiting: nothing to replay
-                    p._log(f"{self.peer} left during the blackhole; not forwarded")
+                    self.log(f"{self.peer} left during the blackhole; not forwarded")
                     self.abort("fin")
                     return
-            up = self.upstream_sock = socket.socket(p._upstream_family, socket.SOCK_STREAM)
+            up = self.upstream_sock = socket.socket(self.family, socket.SOCK_STREAM)
             up.setblocking(False)
             up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.wait_for(p._loop.sock_connect(up, p.upstream), p.connect_timeout)
-            _, uleg = await p._loop.create_connection(lambda: _Leg(self, up), sock=up)
-            _, cleg = await p._loop.connect_accepted_socket(lambda: _Leg(self, self.client_sock),
-                                                            self.client_sock)
+            await asyncio.wait_for(loop.sock_connect(up, self.upstream), self.connect_timeout)
+            _, uleg = await loop.create_connection(lambda: _Leg(self, up), sock=up)
+            _, cleg = await loop.connect_accepted_socket(lambda: _Leg(self, self.client_sock),
+                                                         self.client_sock)
         except asyncio.CancelledError:
             return
         except (OSError, asyncio.TimeoutError) as e:
-            p._log(f"upstream {p.upstream[0]}:{p.upstream[1]} unreachable ({e!r}); reset {self.peer}")
+            self.log(f"upstream {self.upstream[0]}:{self.upstream[1]} unreachable ({e!r}); reset {self.peer}")
             self.abort("rst")
             return
         self.legs = [cleg, uleg]
-        self.pipes = [_Pipe(p, UP, cleg, uleg), _Pipe(p, DOWN, uleg, cleg)]
+        self.pipes = [Pipe(c, loop, UP, cleg, uleg), Pipe(c, loop, DOWN, uleg, cleg)]
         for pipe in self.pipes:
-            for bf in p._byte_faults:
-                if pipe.direction in bf.fault.directions:
-                    bf.attach(pipe, existing=False)
+            for bf in c.byte_faults(pipe.direction):
+                pipe.add_byte_fault(bf)
             pipe.refresh()
-            pipe.src_leg.pause("blackhole", p._blackhole[pipe.direction])
+            pipe.src_leg.pause("blackhole", c.blackholed(pipe.direction))
         for leg in self.legs:
             leg.pause("opening", False)
 
@@ -300,7 +327,7 @@ class _Link:
         elif not other.lost:
             leg.out.push(_EOF)  # close the other side once what is queued is delivered
         if all(lg.lost for lg in self.legs):
-            self.forget()
+            self.on_forget(self)
 
     def abort(self, mode: str) -> None:
         """Close both sides now, by RST or FIN, discarding whatever is queued."""
@@ -310,17 +337,8 @@ class _Link:
             pipe.drop_queue()
         for sock in (self.client_sock, self.upstream_sock):
             if sock is not None and sock.fileno() >= 0:
-                _close_socket(sock, mode)
+                close_socket(sock, mode)
         for leg in self.legs:
             if leg.transport is not None:
                 leg.transport.abort()  # its socket is closed already; this drops the reader
-        self.forget()
-
-    def forget(self) -> None:
-        p = self.proxy
-        if self in p._links:
-            p._links.remove(self)
-            for pipe in self.pipes:
-                p._closed_bytes[pipe.direction] += pipe.offset
-                for bf in list(pipe.byte_faults):
-                    bf.detach(pipe)
+        self.on_forget(self)

@@ -13,17 +13,15 @@ import collections
 import concurrent.futures
 import errno
 import inspect
-import random
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from .pipes import DOWN, UP, _ByteFault, _close_socket, _Link, _Pipe
 from ..errors import NetFaultError
-
-_DIRECTIONS = {"up": (UP,), "down": (DOWN,), "both": (UP, DOWN)}
+from .conditions import DOWN, UP, ByteFault, Conditions, directions
+from .pipes import Link, Pipe, close_socket
 
 
 @dataclass(frozen=True)
@@ -38,23 +36,21 @@ class ProxyStats:
     cut: int
 
 
-def _directions(direction: str) -> tuple[str, ...]:
-    try:
-        return _DIRECTIONS[direction]
-    except (KeyError, TypeError):
-        raise ValueError(f"netfault: direction {direction!r} is not one of 'up', 'down', 'both'") from None
-
-
 class Fault:
     """A fault in force on a proxy; ends with clear() or at the end of its `with` block."""
 
     def __init__(self, proxy: FaultProxy, kind: str, detail: str, on_clear: Callable[[], None],
-                 on_enter: Callable[[], None] | None = None) -> None:
+                 on_enter: Callable[[], None] | None = None, byte_fault: ByteFault | None = None) -> None:
         self.proxy, self.kind, self.detail = proxy, kind, detail
         self.active = on_enter is None  # a cut is instantaneous unless held open by `with`
-        self.hits = 0  # byte faults: connections whose stream was changed
-        self.directions: tuple[str, ...] = (UP, DOWN)
+        self.directions: tuple[str, ...] = byte_fault.directions if byte_fault else (UP, DOWN)
         self._on_clear, self._on_enter = on_clear, on_enter
+        self._byte_fault = byte_fault
+
+    @property
+    def hits(self) -> int:
+        """Byte faults: connections whose stream was changed (0 for other faults)."""
+        return self._byte_fault.hits if self._byte_fault is not None else 0
 
     def __enter__(self) -> Fault:
         if self._on_enter is not None:
@@ -174,12 +170,8 @@ class FaultProxy:
         self.listen_host, self.connect_timeout = listen_host, connect_timeout
         self._advertise = advertise_host
         self._want_port = listen_port
-        self._random = random.Random(seed)  # jitter is the same on every run
-        self._links: list[_Link] = []
-        self._byte_faults: list[_ByteFault] = []
-        self._latency: dict[str, tuple[float, float] | None] = {UP: None, DOWN: None}
-        self._bandwidth: dict[str, float | None] = {UP: None, DOWN: None}
-        self._blackhole = {UP: False, DOWN: False}
+        self._conditions = Conditions(seed)  # seeded: jitter is the same on every run
+        self._links: list[Link] = []
         self._refusing = False
         self._cutting: str | None = None  # RST/FIN mode while a `with cut()` holds the link down
         self._schedules: list[Schedule] = []  # running
@@ -235,8 +227,7 @@ class FaultProxy:
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
         self._thread_id = threading.get_ident()
-        self._passable = asyncio.Event()
-        self._passable.set()
+        self._conditions.start()
         self._loop.add_reader(self._listener, self._accept)
         ready.set()
         try:
@@ -318,11 +309,25 @@ class FaultProxy:
             if self._cutting:
                 self._cut += 1
                 self._log(f"cut new connection from {peer} ({self._cutting})")
-                _close_socket(sock, self._cutting)
+                close_socket(sock, self._cutting)
                 continue
-            self._links.append(_Link(self, sock, peer))
+            self._links.append(Link(sock, peer, self._conditions, upstream=self.upstream,
+                                    family=self._upstream_family, connect_timeout=self.connect_timeout,
+                                    log=self._log, on_forget=self._forget))
+
+    def _forget(self, link: Link) -> None:
+        """A connection closed: keep its byte counts."""
+        if link in self._links:
+            self._links.remove(link)
+            for pipe in link.pipes:
+                self._closed_bytes[pipe.direction] += pipe.offset
 
     # -- stats --------------------------------------------------------------------------------
+    def links(self) -> list[Link]:
+        """The connections open now (accepted, forwarded or still dialing), oldest first; their
+        sockets and pipes belong to the proxy's thread: inspect them, do not drive them."""
+        return self._call(lambda: list(self._links))
+
     def stats(self) -> ProxyStats:
         """Connections seen and open, bytes each way, connections cut."""
         def read() -> ProxyStats:
@@ -442,43 +447,39 @@ class FaultProxy:
         self._log(f"start {fault.kind} {fault.detail}".rstrip())
         return fault
 
-    def _pipes(self, dirs: Iterable[str]) -> list[_Pipe]:
+    def _pipes(self, dirs: Iterable[str]) -> list[Pipe]:
         return [p for link in self._links for p in link.pipes if p.direction in dirs]
 
-    def _conflict(self, kind: str, table: dict, dirs: tuple[str, ...]) -> None:
-        busy = [d for d in dirs if table[d]]
+    def _conflict(self, kind: str, current: Callable[[str], Any], dirs: tuple[str, ...]) -> None:
+        busy = [d for d in dirs if current(d)]
         if busy:
             raise NetFaultError(f"netfault {self!r}: {kind} already set on direction {busy[0]!r}; "
                                 "clear() it (or leave its with-block) before setting another")
 
     def _latency_fault(self, ms: float, jitter_ms: float = 0.0, direction: str = "both") -> Fault:
-        dirs = _directions(direction)
+        dirs = directions(direction)
         if ms < 0 or jitter_ms < 0 or (ms == 0 and jitter_ms == 0):
             raise ValueError(f"netfault latency: ms={ms} jitter_ms={jitter_ms}: give values >= 0, not both zero")
-        self._conflict("latency", self._latency, dirs)
-        for d in dirs:
-            self._latency[d] = (ms / 1000.0, jitter_ms / 1000.0)
+        self._conflict("latency", self._conditions.latency, dirs)
+        self._conditions.set_latency(dirs, (ms / 1000.0, jitter_ms / 1000.0))
 
         def clear() -> None:
-            for d in dirs:
-                self._latency[d] = None
+            self._conditions.set_latency(dirs, None)
             self._refresh(dirs)
         self._refresh(dirs)
         return self._register(Fault(self, "latency", f"{ms}+-{jitter_ms} ms {direction}", clear))
 
     def _bandwidth_fault(self, bytes_per_s: float, direction: str = "both") -> Fault:
-        dirs = _directions(direction)
+        dirs = directions(direction)
         if not isinstance(bytes_per_s, (int, float)) or bytes_per_s <= 0:
             raise ValueError(f"netfault bandwidth: {bytes_per_s!r} bytes/s must be above zero")
-        self._conflict("bandwidth", self._bandwidth, dirs)
-        for d in dirs:
-            self._bandwidth[d] = float(bytes_per_s)
+        self._conflict("bandwidth", self._conditions.bandwidth, dirs)
+        self._conditions.set_bandwidth(dirs, float(bytes_per_s))
         for pipe in self._pipes(dirs):
-            pipe.tx_free = self._loop.time()
+            pipe.reset_wire()
 
         def clear() -> None:
-            for d in dirs:
-                self._bandwidth[d] = None
+            self._conditions.set_bandwidth(dirs, None)
             self._refresh(dirs)
         self._refresh(dirs)
         return self._register(Fault(self, "bandwidth", f"{bytes_per_s} B/s {direction}", clear))
@@ -505,22 +506,15 @@ class FaultProxy:
         return self._register(Fault(self, "cut", mode, clear, on_enter=hold))
 
     def _blackhole_fault(self, direction: str = "both") -> Fault:
-        dirs = _directions(direction)
-        self._conflict("blackhole", self._blackhole, dirs)
+        dirs = directions(direction)
+        self._conflict("blackhole", self._conditions.blackholed, dirs)
         self._set_blackhole(dirs, True)
         return self._register(Fault(self, "blackhole", direction, lambda: self._set_blackhole(dirs, False)))
 
     def _set_blackhole(self, dirs: tuple[str, ...], on: bool) -> None:
-        for d in dirs:
-            self._blackhole[d] = on
-        if any(self._blackhole.values()):
-            self._passable.clear()
-        else:
-            self._passable.set()
+        self._conditions.set_blackhole(dirs, on)
         for pipe in self._pipes(dirs):
-            pipe.src_leg.pause("blackhole", on)
-            pipe.refresh()
-            pipe.kick()
+            pipe.set_blackhole(on)
 
     def _refuse_fault(self) -> Fault:
         if self._refusing:
@@ -538,7 +532,7 @@ class FaultProxy:
 
     def _byte_fault(self, drop: bool, direction: str, at: int | None, after: int | None,
                     match: bytes | None, length: int | None, xor: int) -> Fault:
-        dirs = _directions(direction)
+        dirs = directions(direction)
         name = "drop" if drop else "corrupt"
         if sum(x is not None for x in (at, after, match)) != 1:
             raise ValueError(f"netfault {name}: give exactly one of at=, after=, match=")
@@ -552,25 +546,22 @@ class FaultProxy:
         if not drop and not 0 < xor < 256:
             raise ValueError(f"netfault corrupt: xor {xor} must be 1..255 so the bytes change")
         where = f"at={at}" if at is not None else f"after={after}" if after is not None else f"match={match!r}"
-        fault = Fault(self, name, f"{length} B {where} {direction}", lambda: None)
-        fault.directions = dirs
-        bf = _ByteFault(fault, drop, at, after, bytes(match) if match else None, length, xor)
+        bf = ByteFault(drop, dirs, at, after, bytes(match) if match else None, length, xor)
 
         def clear() -> None:
-            self._byte_faults.remove(bf)
-            for pipe in list(bf.state):
-                bf.detach(pipe)
-        fault._on_clear = clear
-        self._byte_faults.append(bf)
+            self._conditions.remove_byte_fault(bf)
+            for pipe in self._pipes(dirs):
+                pipe.remove_byte_fault(bf)
+        fault = Fault(self, name, f"{length} B {where} {direction}", clear, byte_fault=bf)
+        self._conditions.add_byte_fault(bf)
         for pipe in self._pipes(dirs):
-            bf.attach(pipe, existing=True)
+            pipe.add_byte_fault(bf)
             pipe.refresh()
         return self._register(fault)
 
     def _refresh(self, dirs: Iterable[str]) -> None:
         for pipe in self._pipes(dirs):
-            pipe.refresh()
-            pipe.kick()
+            pipe.update()
 
 
 _SCHEDULABLE = ("cut", "blackhole", "refuse", "latency", "bandwidth", "corrupt", "drop")
