@@ -12,7 +12,7 @@ NAME = "micropython_hil"
 
 # Areas from the bottom up: a module may import its own area and the areas below it, never above.
 LAYERS = [
-    {"errors", "secret", "tempdirs"},
+    {"errors", "secret", "tempdirs", "tether"},
     {"sim"},
     {"board"},
     {"mqtt", "cloud", "netfault"},
