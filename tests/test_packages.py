@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from micropython_hil.deploy import packages
-from micropython_hil.deploy.packages import PackageError
+from micropython_hil.errors import FirmwareError, HarnessWarning, PackageError
 
 
 def sdist(root: str, files: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:  # noqa: B006
@@ -138,3 +138,102 @@ def test_manifest_formats(tmp_path):
     (tmp_path / "c.json").write_text("{nope")
     with pytest.raises(PackageError, match="c.json is not valid JSON"):
         packages.read_manifest(tmp_path / "c.json")
+
+
+def serve_pypi(base, routes, project, version, files):
+    """Publish an sdist of `files` as PyPI project `project` on the local index."""
+    data = sdist(f"{project}-{version}", files)
+    name = f"{project}-{version}.tar.gz"
+    routes[f"/files/{name}"] = data
+    meta = json.dumps({"info": {"version": version}, "urls": [{
+        "packagetype": "sdist", "filename": name, "url": f"{base}/files/{name}",
+        "digests": {"sha256": hashlib.sha256(data).hexdigest()}}]}).encode()
+    routes[f"/pypi/{project}/json"] = meta
+    routes[f"/pypi/{project}/{version}/json"] = meta
+
+
+DRIVER = {  # laid out as bme280-upy is: the module package, plus tests and host tools
+    "bme280/__init__.py": b"from .bme280 import *\n", "bme280/bme280.py": b"class BME280: pass\n",
+    "bme280_upy.egg-info/top_level.txt": b"bme280\n", "maintenance/linux-i2c.py": b"import smbus\n",
+    "tests/machine.py": b"", "setup.py": b"",
+}
+
+
+def test_a_driver_by_its_own_distribution_name_keeps_only_its_modules(offline, index_server, monkeypatch, tmp_path):
+    base, routes = index_server
+    serve_pypi(base, routes, "bme280-upy", "2.1.0", DRIVER)
+    monkeypatch.setattr(packages, "PYPI", f"{base}/pypi")
+    written = packages.install(["bme280-upy"], tmp_path / "lib")
+    assert sorted(p.relative_to(tmp_path / "lib").as_posix() for p in written) == \
+        ["bme280/__init__.py", "bme280/bme280.py"]
+    assert packages.sources("pypi:bme280-upy") == ["pypi:bme280-upy"]
+    assert packages.fetch("pypi:bme280-upy==2.1.0").name == "2.1.0"
+
+
+def test_an_unreachable_mip_index_falls_back_with_a_warning_naming_the_version(offline, index_server, monkeypatch,
+                                                                                tmp_path):
+    base, routes = index_server
+    serve_pypi(base, routes, "micropython-umqtt.simple", "1.3.4", {"umqtt/simple.py": b"# old\n"})
+    monkeypatch.setattr(packages, "PYPI", f"{base}/pypi")
+    monkeypatch.setenv("MICROPYTHON_HIL_MIP_INDEX", "http://127.0.0.1:1/pi/v2")
+    with pytest.warns(HarnessWarning, match=r"umqtt.simple: the mip index .* is unreachable; installed PyPI's "
+                                            r"micropython-umqtt.simple 1.3.4 instead"):
+        packages.install(["umqtt.simple"], tmp_path / "lib")
+
+
+def test_a_lock_file_pins_source_version_and_content(offline, index_server, monkeypatch, tmp_path):
+    base, routes = index_server
+    serve_pypi(base, routes, "micropython-demo.lock", "1.0", {"demo/lock.py": b"V = 1\n"})
+    monkeypatch.setattr(packages, "PYPI", f"{base}/pypi")
+    lock = tmp_path / "packages.lock.json"
+    packages.install(["demo.lock"], tmp_path / "lib1", lock=lock)
+    entry = json.loads(lock.read_text())["demo.lock"]
+    assert entry["source"] == "pypi:micropython-demo.lock" and entry["version"] == "1.0" and len(entry["sha256"]) == 64
+
+    serve_pypi(base, routes, "micropython-demo.lock", "2.0", {"demo/lock.py": b"V = 2\n"})  # a newer release
+    packages.install(["demo.lock"], tmp_path / "lib2", lock=lock)
+    assert (tmp_path / "lib2" / "demo" / "lock.py").read_bytes() == b"V = 1\n"  # the locked one
+
+    routes.clear()  # offline: the cache and the lock do
+    packages.install(["demo.lock"], tmp_path / "lib3", lock=lock)
+    (offline / "demo.lock" / "1.0" / "demo" / "lock.py").write_bytes(b"V = 666\n")  # a tampered cache
+    with pytest.raises(PackageError, match=r"demo.lock 1.0 in .* differs from the lock file's sha256"):
+        packages.install(["demo.lock"], tmp_path / "lib4", lock=lock)
+    lock.write_text("{not json")
+    with pytest.raises(PackageError, match=r"lock file .*packages.lock.json is not a valid package lock"):
+        packages.install(["demo.lock"], tmp_path / "lib5", lock=lock)
+
+
+def test_an_unknown_package_names_every_place_looked(offline, index_server, monkeypatch):
+    base, _ = index_server
+    monkeypatch.setattr(packages, "PYPI", f"{base}/pypi")
+    with pytest.raises(PackageError, match=r"unknown MicroPython package 'nosuch': not found on PyPI's "
+                                           r"micropython-nosuch nor PyPI's nosuch; check the name"):
+        packages.fetch("nosuch")
+
+
+def test_an_offline_error_is_one_line_without_a_chained_traceback(offline):
+    with pytest.raises(PackageError) as caught:
+        packages.ensure(["umqtt.simple"])
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert "\n" not in str(caught.value)
+
+
+def test_a_firmware_package_given_as_a_path_is_copied(tmp_path):
+    from micropython_hil import Firmware
+
+    fw = tmp_path / "fw"
+    (fw / "drivers").mkdir(parents=True)
+    (fw / "main.py").write_text("import sensor\n")
+    (fw / "drivers" / "sensor.py").write_text("X = 1\n")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "__init__.py").write_text("")
+    (fw / "manifest.json").write_text(json.dumps({"packages": ["./drivers/sensor.py", "../shared", "./nope.py"]}))
+    (tmp_path / "out1").mkdir()
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(FirmwareError, match=r"package ./nope.py is not a file or folder"):
+        Firmware(fw).stage(tmp_path / "out1")
+    (fw / "manifest.json").write_text(json.dumps({"packages": ["./drivers/sensor.py", "../shared"]}))
+    staged = Firmware(fw).stage(tmp_path / "out2")
+    assert (staged / "lib" / "sensor.py").read_text() == "X = 1\n" and (staged / "lib" / "shared" / "__init__.py").exists()
+    assert not (staged / "packages.lock.json").exists()

@@ -29,7 +29,11 @@ from ..board.firmware_run import FirmwareRun
 from ..errors import FirmwareError
 from .. import tempdirs
 
-HOST_ONLY = {"manifest.json", "schemas", "README.md"}
+# Resolved package versions and hashes, kept beside manifest.json (commit it: reruns install
+# exactly these, offline).
+LOCK_FILE = "packages.lock.json"
+
+HOST_ONLY = {"manifest.json", LOCK_FILE, "schemas", "README.md"}
 
 
 class Firmware:
@@ -112,9 +116,25 @@ class Firmware:
                 shutil.copy2(item, into / item.name)
         for inc in self.includes:
             shutil.copytree(inc, into / "lib", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        if self.packages:
-            packages.install(self.packages, into / "lib")
+        named = [spec for spec in self.packages if not _is_path(spec)]
+        for spec in self.packages:
+            if _is_path(spec):
+                self._copy_local_package(spec, into / "lib")
+        if named:
+            packages.install(named, into / "lib", lock=self.path / LOCK_FILE)
         return into
+
+    def _copy_local_package(self, spec: str, lib: Path) -> None:
+        """A package given as a path in the manifest: a module file or a package folder."""
+        source = (self.path / spec).resolve()
+        lib.mkdir(parents=True, exist_ok=True)
+        if source.is_file():
+            shutil.copy2(source, lib / source.name)
+        elif source.is_dir():
+            shutil.copytree(source, lib / source.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            raise FirmwareError(f"{self.path / 'manifest.json'}: package {spec} is not a file or folder")
 
     def deploy(self, board: Board, config: dict | None = None,
                files: dict[str, bytes] | None = None) -> DeployReport:
@@ -141,6 +161,10 @@ class Firmware:
 
     def __repr__(self) -> str:
         return f"<Firmware {self.name}>"
+
+
+def _is_path(spec: str) -> bool:
+    return spec.startswith((".", "/"))
 
 
 @dataclass
