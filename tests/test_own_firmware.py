@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from micropython_hil import FirmwareError, Firmware, Secret
+from micropython_hil import Firmware, FirmwareError, Secret, TelemetryError
 from micropython_hil.deploy.config_files import Endpoints, render
 
 # Written the way a team writes it, knowing nothing of the harness: its own config file
@@ -109,3 +109,14 @@ def test_a_topic_template_with_an_unknown_placeholder_is_one_line(station, board
     device = Device(board, Firmware(station), None, "dev-1", "hil/dev-1", topics={"x": "a/{device_id}"})
     with pytest.raises(FirmwareError, match=r"topic 'x' = 'a/\{device_id\}': unknown placeholder"):
         device.topic("x")
+
+
+@pytest.mark.sim(time="fast")
+def test_a_firmware_with_its_own_client_id_is_named_when_board_time_is_missing(station, sim, start_firmware,
+                                                                                telemetry):
+    own = {**STATION_JSON, "id": "st-own-id"}  # the firmware's id is its own, not the harness's
+    device = start_firmware(firmware=station, files={"station.json": own}, extra={"every": 60})
+    telemetry.collect(3, "stations/st-own-id/reading", timeout=30)
+    with pytest.raises(TelemetryError, match=rf"published by client id 'st-own-id', but the board clock is attached "
+                                             rf"for '{device.client_id}'.*client_id='st-own-id'"):
+        telemetry.assert_rate("stations/st-own-id/reading", every=60, clock="board")

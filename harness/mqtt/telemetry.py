@@ -150,6 +150,19 @@ class Telemetry:
 
         clock.wait_until(all_stamped, max(0.0, timeout))
 
+    def _why_no_board_time(self, message: Message) -> str:
+        """What to do about a message no attached board clock times, naming the client ids."""
+        attached = [c.client_id for c in self._board_clocks if c.client_id is not None]
+        if not self._board_clocks:
+            return "no board clock is attached (a simulated board started by start_firmware attaches one); " \
+                   "pass time_field= to read the time from the payload"
+        if message.client_id is not None and attached and message.client_id not in attached:
+            return (f"it was published by client id {message.client_id!r}, but the board clock is attached for "
+                    f"{', '.join(repr(c) for c in attached)}: the firmware connects with its own id. Pass "
+                    f"client_id={message.client_id!r} to start_firmware, or let start_firmware write the id "
+                    "into the firmware's config (files=, placeholder {client_id}); or pass time_field=")
+        return "the simulator recorded no PUBLISH for it on this topic; pass time_field= to read it from the payload"
+
     def close(self) -> None:
         """Stop recording and close the command client."""
         self.broker.remove_listener(self._record)
@@ -287,7 +300,7 @@ class Telemetry:
                 return float(m.json()[time_field]) * time_unit
             if m.board_time_us is None:
                 raise self.fail(f"assert_rate(clock='board'): message {m} has no board time; "
-                                f"pass time_field= to read it from the payload")
+                                f"{self._why_no_board_time(m)}")
             return m.board_time_us / 1e6
 
         times = [stamp(m) for m in batch]
