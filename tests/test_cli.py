@@ -33,3 +33,30 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     assert result.returncode == 2 and result.stderr.strip() == f"hil: firmware folder {tmp_path / 'nope'} does not exist"
     result = hil("--micropython", "/no/mp", "exec", "1")
     assert result.returncode == 2 and result.stderr.strip() == "hil: --micropython /no/mp: no such file"
+
+
+def test_exec_runs_on_a_simulated_esp32_by_default():
+    result = hil("exec", "import machine; print(machine.freq())")
+    assert result.returncode == 0 and result.stdout == "160000000\n"
+
+
+def test_exec_prints_the_output_before_an_exception_and_the_traceback():
+    result = hil("exec", "print('before')\nraise ValueError('x')")
+    assert result.returncode == 1 and result.stdout == "before\n"
+    assert result.stderr.strip().endswith("ValueError: x")
+
+
+def test_run_starts_the_reference_firmware_with_its_broker_and_wiring():
+    result = hil("run", "firmware_under_test/weather_station", "--seconds", "3", "--time", "fast")
+    assert result.returncode == 0, result.stderr
+    assert "[hil] broker mqtt://127.0.0.1:" in result.stderr and "mosquitto_sub -h 127.0.0.1 -p" in result.stderr
+    assert "[mqtt] hil/weather-1/status q1R online" in result.stdout
+    assert '"temperature_c": 20.0' in result.stdout and '"battery_v": 3.8' in result.stdout  # the manifest's wiring
+
+
+def test_run_takes_simulated_inputs_from_the_command_line():
+    result = hil("run", "firmware_under_test/weather_station", "--seconds", "2", "--time", "fast",
+                 "--set", "bme280@0x76:temperature=25.5", "--set", "adc:34=1.5")
+    assert '"temperature_c": 25.5' in result.stdout and '"battery_v": 3.0' in result.stdout
+    result = hil("run", "firmware_under_test/weather_station", "--set", "adc:99=1")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("hil: --set adc:99=1: ")

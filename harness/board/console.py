@@ -111,6 +111,13 @@ class Console:
                                        f"within {timeout:g} s; console tail:\n{self.tail()}")
                 self._cond.wait(left)
 
+    def read_past(self, position: int, timeout: float) -> str:
+        """What was printed after `position` (a length of `text`), waiting up to `timeout` for it
+        to grow; "" if nothing came. For live views that follow the console."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._all()) > position or self._ended is not None, timeout)
+            return self._all()[position:]
+
     def skip_to_end(self) -> None:
         """Forget what was printed so far for expect() (the log keeps it)."""
         with self._cond:

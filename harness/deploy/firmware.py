@@ -11,6 +11,8 @@ Layout the harness understands (all but main.py optional):
                                              filled from the test's endpoints (config_files.py)
       "topics": {"reading": "stations/{client_id}/reading", ...}
                                              the firmware's topic scheme (Device.topic)
+      "wiring": {"sensors": {"bme280@0x76": {"temperature": 20.0}}, "adc": {"34": 1.9}}
+                                             what the bench has attached, for a simulated board
     schemas/*.json   JSON Schema of each message format (telemetry checks, fuzzing); stays on the host
 """
 
@@ -62,7 +64,8 @@ class Firmware:
             raise FirmwareError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(manifest, dict):
             raise FirmwareError(f"{path}: must hold a JSON object")
-        for key, kind in (("config_files", dict), ("topics", dict), ("include", list), ("packages", list)):
+        for key, kind in (("config_files", dict), ("topics", dict), ("wiring", dict), ("include", list),
+                          ("packages", list)):
             if not isinstance(manifest.get(key, kind()), kind):
                 raise FirmwareError(f"{path}: {key!r} must be a JSON {'object' if kind is dict else 'array'}")
         return manifest
@@ -135,6 +138,25 @@ class Firmware:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             raise FirmwareError(f"{self.path / 'manifest.json'}: package {spec} is not a file or folder")
+
+    @property
+    def wiring(self) -> dict[str, Any]:
+        """What the firmware's bench has attached (sensors and their values, ADC inputs)."""
+        return dict(self.manifest.get("wiring", {}))
+
+    def wire(self, sim: Any) -> None:
+        """Attach the manifest's wiring to a simulator: a bench as the firmware expects it, so
+        `hil run` (and a test) starts from a board that has its sensors."""
+        wiring = self.wiring
+        manifest = self.path / "manifest.json"
+        try:
+            for part, values in wiring.get("sensors", {}).items():
+                name, _, address = part.partition("@")
+                sim.sensor(name, address=int(address, 0) if address else None).set(**values)
+            for pin, volts in wiring.get("adc", {}).items():
+                sim.adc(int(pin)).set(float(volts))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise FirmwareError(f"{manifest}: wiring: {e}") from None
 
     def deploy(self, board: Board, config: dict | None = None,
                files: dict[str, bytes] | None = None) -> DeployReport:
