@@ -4,19 +4,23 @@ and (with `hil mutate`) measure how much of a firmware its tests check.
     hil run firmware_under_test/weather_station          # simulated ESP32, embedded broker, live
     hil run FIRMWARE --board serial:/dev/ttyUSB0 --broker mosquitto --broker-lan
     hil exec "import machine; print(machine.freq())"     # on a simulated ESP32 by default
+    hil serve                                            # a simulated ESP32 for mpremote, Thonny
     hil boards
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import serial.tools.list_ports
 
 from .board.board import Board, open_board
+from .board.server import BoardServer
 from .board.spec import BoardSpec
 from .board.transport import ESP32_USB_IDS
 from .board.unix_port import find_micropython
@@ -175,6 +179,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         broker.stop()
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a simulated ESP32 (or a plain unix board) on a pty and an RFC 2217 port, for
+    mpremote, Thonny and serial terminals, until Ctrl-C."""
+    board = _open(args, time_mode=args.time)
+    if board.kind != "unix":
+        _close(board)
+        raise HarnessError(f"hil serve: --board {args.board}: only unix boards are served (a chip already "
+                           "has its serial port)")
+    server = BoardServer(board, rfc2217_port=args.rfc2217_port).start()
+    try:
+        print(f"pty {server.device}", flush=True)
+        print(f"rfc2217 {server.url}", flush=True)
+        print(f"[hil] try: mpremote connect {server.device} repl   (or connect {server.url}); Ctrl-C here stops",
+              file=sys.stderr, flush=True)
+        threading.Event().wait()  # until Ctrl-C (or SIGTERM, which main() turns into one)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        _close(board)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hil", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,12 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--board", default="unix", help="unix (default, simulated ESP32), unix:PROFILE, serial:PORT")
     ex.set_defaults(func=cmd_exec)
 
+    serve = sub.add_parser("serve", help=cmd_serve.__doc__)
+    serve.add_argument("--board", default="unix", help="unix (default, simulated ESP32) or unix:PROFILE")
+    serve.add_argument("--rfc2217-port", type=int, default=0, help="TCP port on loopback (default: a free one)")
+    serve.add_argument("--time", default="real", choices=TIME_MODES, help="the simulated board's clock")
+    serve.set_defaults(func=cmd_serve)
+
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends as Ctrl-C does: cleaned up
     try:
         return args.func(args)
     except HarnessError as e:
         print(f"hil: {e}", file=sys.stderr)
         return 2
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
