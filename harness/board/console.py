@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -27,6 +28,10 @@ class Console:
 
     def __init__(self, board_name: str):
         self.board_name = board_name
+        # Each complete line also goes to the logger micropython_hil.board.<name>, so
+        # `pytest --log-cli-level=INFO` shows the boards live and caplog can assert on them.
+        self.log = logging.getLogger(f"micropython_hil.board.{board_name}")
+        self._log_partial = ""
         self._joined = ""
         self._parts: list[str] = []  # fed since the last join
         self._held_cr = False  # a chunk ended in "\r": its "\n" may start the next one
@@ -45,8 +50,13 @@ class Console:
             self._held_cr = text.endswith("\r")
             if self._held_cr:
                 text = text[:-1]
-            self._parts.append(text.replace("\r\n", "\n"))
+            text = text.replace("\r\n", "\n")
+            self._parts.append(text)
             self._cond.notify_all()
+            if self.log.isEnabledFor(logging.INFO):
+                *lines, self._log_partial = (self._log_partial + text).split("\n")
+                for line in lines:
+                    self.log.info("%s", line)
 
     def note(self, line: str) -> None:
         """A line from the harness itself (marked [hil]), so the log tells its acts from the board's."""
