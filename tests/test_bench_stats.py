@@ -157,3 +157,31 @@ def test_table_labels_boards_and_estimates():
 
 def test_bench_result_is_the_public_type():
     assert isinstance(_result(), BenchResult)
+
+
+def test_the_verdict_says_what_it_checked_and_the_chip_estimate_over_budget(tmp_path):
+    from micropython_hil.bench.report import budget_verdict
+
+    rng = random.Random(3)
+    run = ProbeRun(target="app.step", board="unix#1", board_id="unix:linux:esp32",
+                   durations_us=[rng.gauss(5, 0.5) for _ in range(400)], allocs=[0] * 400,
+                   overhead_us=[0.5] * 400, reference_us=[], tick_us=1.0, gc="collect", warmup=0, wall_s=0.1)
+    from micropython_hil.bench import Calibration
+    result = analyse(run, "t::app.step", Calibration("unix#1", "unix:linux:esp32", 250000, "esp32 profile", 1000, 250.0))
+    result.budget = {"budget_us": 1000, "stat": "p99", "passed": True}
+    assert budget_verdict(result).startswith("measured p99 ok; esp32 profile estimate ")
+    assert budget_verdict(result).endswith("OVER 1000 us budget")  # ~1400 us on the chip: reported, not judged
+
+
+def test_the_histogram_marks_a_budget_beyond_its_axis_and_prints_the_tables_figures(tmp_path):
+    rng = random.Random(2)
+    values = [rng.gauss(20, 2) for _ in range(500)]
+    stats = summarize(values)
+    path = histogram_png(tmp_path / "h.png", values, budget=1000, stats=stats)
+    data = path.read_bytes()
+    idat = data.index(b"IDAT")
+    pixels = zlib.decompress(data[idat + 4:idat + 4 + int.from_bytes(data[idat - 4:idat], "big")])
+    rows = [pixels[1 + y * (1 + 480 * 3):(y + 1) * (1 + 480 * 3)] for y in range(240)]
+    orange = bytes((240, 140, 0))
+    budget_columns = {x for row in rows for x in range(480) if row[3 * x:3 * x + 3] == orange}
+    assert budget_columns and min(budget_columns) > 460  # the arrow at the right end, not a line inside

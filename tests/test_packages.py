@@ -145,11 +145,12 @@ def serve_pypi(base, routes, project, version, files):
     data = sdist(f"{project}-{version}", files)
     name = f"{project}-{version}.tar.gz"
     routes[f"/files/{name}"] = data
-    meta = json.dumps({"info": {"version": version}, "urls": [{
-        "packagetype": "sdist", "filename": name, "url": f"{base}/files/{name}",
-        "digests": {"sha256": hashlib.sha256(data).hexdigest()}}]}).encode()
-    routes[f"/pypi/{project}/json"] = meta
-    routes[f"/pypi/{project}/{version}/json"] = meta
+    files = [{"packagetype": "sdist", "filename": name, "url": f"{base}/files/{name}",
+              "digests": {"sha256": hashlib.sha256(data).hexdigest()}}]
+    previous = json.loads(routes.get(f"/pypi/{project}/json", b'{"releases": {}}'))
+    releases = {**previous["releases"], version: files}
+    routes[f"/pypi/{project}/json"] = json.dumps({"info": {"version": version}, "urls": files,
+                                                  "releases": releases}).encode()
 
 
 DRIVER = {  # laid out as bme280-upy is: the module package, plus tests and host tools

@@ -35,7 +35,7 @@ from typing import Iterable
 
 from .result import BenchResult, Calibration
 from ..errors import BenchError
-from .stats import Comparison, compare, histogram
+from .stats import Comparison, Stats, compare, histogram, summarize
 
 SCHEMA = "micropython-hil-bench/1"
 
@@ -133,6 +133,19 @@ def compare_to_baseline(result: BenchResult, baseline: dict, name: str) -> Compa
     return cmp
 
 
+def budget_verdict(r: BenchResult) -> str:
+    """What the budget was checked against: the board's own figures; and, where the board is the
+    unix port, whether the chip estimate would meet it too (reported, not judged)."""
+    stat = r.budget.get("stat", "p99")
+    budget_us = r.budget.get("budget_us")
+    verdict = f"measured {stat} ok" if r.budget.get("passed") else f"measured {stat} OVER BUDGET"
+    if budget_us is not None and r.estimate is not None and r.scale is not None:
+        estimated = r.estimate.get(stat)
+        verdict += (f"; {r.scale.reference} estimate {estimated:.0f} us "
+                    + ("within budget" if estimated <= budget_us else f"OVER {budget_us:g} us budget"))
+    return verdict
+
+
 def table(results: list[BenchResult], calibrations: dict[str, Calibration]) -> list[str]:
     """Lines of the end-of-session table; each row names the board that produced it."""
     head = f"{'benchmark':44} {'board':12} {'median':>8} {'p99':>8} {'max':>8} {'jitter':>7} {'alloc B':>7}  verdict"
@@ -140,11 +153,13 @@ def table(results: list[BenchResult], calibrations: dict[str, Calibration]) -> l
     for r in results:
         verdict = []
         if r.budget:
-            verdict.append("budget ok" if r.budget.get("passed") else "OVER BUDGET")
+            verdict.append(budget_verdict(r))
         if r.comparison:
             verdict.append(f"{r.comparison['verdict']} vs {r.comparison['baseline']} "
                            f"({r.comparison['current_median'] / r.comparison['baseline_median']:.2f}x)")
-        name = r.name if len(r.name) <= 44 else "..." + r.name[-41:]
+        if len(r.name) > 44:  # long test ids on a line of their own, whole, instead of cut
+            lines.append(r.name)
+        name = r.name if len(r.name) <= 44 else "  " + r.name.rpartition("::")[2][-42:]
         s = r.stats
         alloc = f"{r.alloc_median:.0f}" if r.kind == "hot_loop" else "-"
         lines.append(f"{name:44} {r.board[:12]:12} {s.median:8.2f} {s.p99:8.2f} {s.max:8.1f} {s.jitter:7.2f} "
@@ -182,12 +197,14 @@ def _png(width: int, height: int, pixels: list[bytearray]) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def histogram_png(path: Path, values: list[float], budget: float | None = None,
+def histogram_png(path: Path, values: list[float], budget: float | None = None, stats: Stats | None = None,
                   width: int = 480, height: int = 240) -> Path:
-    """Histogram of durations (us) with the median (green), p99 (red) and budget (orange) marked,
-    and min/median/p99/max printed in a tiny pixel font. Returns the path written."""
-    from .stats import quantile
+    """Histogram of durations (us): counts on the y axis, the median (green), p99 (red) and
+    budget (orange) marked; a budget beyond the axis is an arrow at its right end, labelled.
+    `stats` are the table's own figures (overhead subtracted), so picture and table agree.
+    Returns the path written."""
     edges, counts, beyond = histogram(values, bins=60, include=budget)
+    stats = stats or summarize(values)
     rows = [bytearray(_BG * width) for _ in range(height)]
 
     def put(x: int, y: int, c: tuple) -> None:
@@ -204,8 +221,8 @@ def histogram_png(path: Path, values: list[float], budget: float | None = None,
                             put(x + (i % 3) * 2 + dx, y + (i // 3) * 2 + dy, c)
             x += 8
 
-    left, right, top, bottom = 10, width - 10, 30, height - 20
     peak = max(counts) or 1
+    left, right, top, bottom = 10 + 8 * len(str(peak)), width - 16, 30, height - 20
     span = edges[-1] - edges[0]
     bar_w = (right - left) / len(counts)
     for i, n in enumerate(counts):
@@ -215,22 +232,29 @@ def histogram_png(path: Path, values: list[float], budget: float | None = None,
                 put(x, y, _BAR)
     for x in range(left, right):
         put(x, bottom, _AXIS)
+    for y in range(top, bottom + 1):  # the y axis: calls per bin, 0 to the tallest bin
+        put(left - 1, y, _AXIS)
+    text(4, top, str(peak), _AXIS)
+    text(left - 12, bottom - 10, "0", _AXIS)
 
     def mark(v: float, c: tuple) -> None:
         if edges[0] <= v <= edges[-1]:
             x = int(left + (v - edges[0]) / span * (right - left))
             for y in range(top - 4, bottom):
                 put(x, y, c)
+        elif v > edges[-1]:  # off the axis: an arrow at the right end says where it went
+            for k in range(6):
+                for y in range(top + 20 - k, top + 21 + k):
+                    put(right + 8 - k, y, c)
 
-    ordered = sorted(values)
-    med, p99 = quantile(ordered, 0.5), quantile(ordered, 0.99)
-    mark(med, _MEDIAN)
-    mark(p99, _P99)
+    mark(stats.median, _MEDIAN)
+    mark(stats.p99, _P99)
     if budget is not None:
         mark(budget, _BUDGET)
-    text(4, 4, f"min {ordered[0]:.1f} med {med:.1f} p99 {p99:.1f} max {ordered[-1]:.1f} us", _AXIS)
+    text(4, 4, f"min {stats.min:.1f} med {stats.median:.1f} p99 {stats.p99:.1f} max {stats.max:.1f} us", _AXIS)
     text(4, 16, f"n {len(values)}" + (f" over {beyond}" if beyond else "")
-         + (f" budget {budget:.0f}" if budget is not None else ""), _AXIS)
+         + (f" budget {budget:.0f}" + (" off axis" if budget > edges[-1] else "") if budget is not None else ""),
+         _AXIS)
     text(left, bottom + 6, f"{edges[0]:.1f}", _AXIS)
     label = f"{edges[-1]:.1f} us"
     text(right - 8 * len(label), bottom + 6, label, _AXIS)

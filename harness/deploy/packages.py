@@ -156,15 +156,19 @@ def _declared_dependencies(archive: bytes, filename: str) -> list[str]:
 def _fetch_pypi(project: str, version: str | None) -> tuple[str, dict[str, bytes], list[str]] | None:
     """A PyPI project's modules, declared dependencies and version; None if PyPI has no such
     project (or version)."""
-    url = f"{PYPI}/{project}/json" if version is None else f"{PYPI}/{project}/{version}/json"
+    # The project's JSON lists every release: one request whether a version is asked for or not
+    # (the per-version URL is not served by every index).
     try:
-        meta = json.loads(_get(url))
+        meta = json.loads(_get(f"{PYPI}/{project}/json"))
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
         raise
-    release = meta["info"]["version"]
-    sdists = [u for u in meta["urls"] if u["packagetype"] == "sdist"]
+    release = meta["info"]["version"] if version is None else version
+    files = meta["urls"] if version is None else meta.get("releases", {}).get(version)
+    if files is None:
+        return None
+    sdists = [u for u in files if u["packagetype"] == "sdist"]
     if not sdists:
         raise PackageError(f"MicroPython package {project!r} {release}: PyPI lists no source archive to install")
     archive = _get(sdists[0]["url"])

@@ -22,7 +22,7 @@ import pytest
 
 from ..errors import BenchBudgetExceeded, BenchError
 from ..bench import BenchResult, Calibration, analyse, board_id, calibrate, latency, probe
-from ..bench.report import (compare_to_baseline, histogram_png, load_baseline, run_document,
+from ..bench.report import (budget_verdict, compare_to_baseline, histogram_png, load_baseline, run_document,
                            save_baseline, table, write_run)
 from .options import options
 
@@ -83,8 +83,10 @@ def session_of(config: pytest.Config) -> BenchSession:
 class Bench:
     """Benchmarks of one test on its board: measure() a function, latency() end to end."""
 
-    def __init__(self, board: Any, session: BenchSession, test_id: str, artifacts: Path | None) -> None:
+    def __init__(self, board: Any, session: BenchSession, test_id: str, artifacts: Path | None,
+                 properties: list | None = None) -> None:
         self.board, self.session, self.test_id, self.artifacts = board, session, test_id, artifacts
+        self.properties = properties if properties is not None else []  # the test's --junitxml properties
 
     def measure(self, target: str, *, name: str | None = None, budget_us: float | None = None,
                 budget_stat: str = "p99", max_alloc_bytes: int | None = None, **options: Any) -> BenchResult:
@@ -116,9 +118,18 @@ class Bench:
             result.budget["passed"] = not failures
         if self.artifacts is not None and result.durations_us:
             safe = re.sub(r"[^\w.-]+", "_", result.name.rpartition("::")[2]).strip("_")
-            png = histogram_png(self.artifacts / f"bench-{safe}.png", result.durations_us, budget=budget_us)
+            png = histogram_png(self.artifacts / f"bench-{safe}.png", result.durations_us, budget=budget_us,
+                                stats=result.stats)
             result.info["png"] = str(png)
         self.session.results.append(result)
+        short = result.name.rpartition("::")[2]
+        self.properties += [(f"bench {short} median_us", round(result.stats.median, 3)),
+                            (f"bench {short} p99_us", round(result.stats.p99, 3)),
+                            (f"bench {short} board", result.board)]
+        if result.kind == "hot_loop":
+            self.properties.append((f"bench {short} alloc_max_bytes", result.alloc_max))
+        if result.budget:
+            self.properties.append((f"bench {short} verdict", budget_verdict(result)))
         baseline = self.session.baseline
         if baseline is not None:
             cmp = compare_to_baseline(result, baseline, self.session.compare_name or "")
@@ -133,7 +144,7 @@ class Bench:
 @pytest.fixture
 def bench(request: pytest.FixtureRequest, board: Any, hil_artifacts: Path) -> Bench:
     """Benchmarks on this test's board: bench.measure("app.step", ...), bench.latency(...)."""
-    return Bench(board, session_of(request.config), request.node.nodeid, hil_artifacts)
+    return Bench(board, session_of(request.config), request.node.nodeid, hil_artifacts, request.node.user_properties)
 
 
 @pytest.fixture
