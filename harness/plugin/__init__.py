@@ -16,6 +16,7 @@ from .. import tempdirs
 # Aliased: the fixtures re-exported below include ones named `board` and `bench`.
 from . import bench as bench_area, board as board_area, firmware as firmware_area, fuzz as fuzz_area
 from . import mqtt as mqtt_area, netfault as netfault_area, sim as sim_area
+from .artifacts import ArtifactHooks, folder_of
 from .options import add_options, parse_options
 
 _FIXTURE_MODULES = (board_area, sim_area, mqtt_area, netfault_area, firmware_area, bench_area, fuzz_area)
@@ -35,6 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     parse_options(config)
     bench_area.configure(config)
+    if not config.pluginmanager.has_plugin("micropython-hil-artifacts"):
+        config.pluginmanager.register(ArtifactHooks(), "micropython-hil-artifacts")
     tempdirs.remove_stale()  # what a killed run left: its boards' flash, its broker's config
     _teardown_on_sigterm()
 
@@ -64,3 +67,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         console = board_area.console_of(item)
         if console:
             report.sections.append(("board console", console[-20000:]))
+        folder = folder_of(item.config, item.nodeid)
+        if folder.is_dir():
+            report.sections.append(("hil artifacts", str(folder)))

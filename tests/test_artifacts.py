@@ -1,0 +1,41 @@
+"""The artifact folder: cleaned at each session's start (only when the harness made it), an index
+of the run's tests and files at the end, and each failure report naming its test's folder."""
+
+TESTS = """
+def test_good(board):
+    board.exec("print(1)")
+
+def test_bad(board):
+    board.put_bytes(b"print('about to fail')", "main.py")
+    board.run().wait(5)
+    assert False, "deliberate"
+"""
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--hil-artifacts", "arts", *args, timeout=120)
+
+
+def test_index_cleaning_and_the_folder_in_failure_reports(pytester):
+    pytester.makepyfile(test_arts=TESTS)
+    first = run(pytester)
+    first.assert_outcomes(passed=1, failed=1)
+    arts = pytester.path / "arts"
+    first.stdout.fnmatch_lines(["*hil artifacts*", f"*{arts / 'test_arts.py_test_bad'}*", f"*hil artifacts: {arts / 'index.html'}*"])
+    index = (arts / "index.html").read_text()
+    assert "test_arts.py::test_good" in index and "test_arts.py::test_bad" in index
+    assert 'href="test_arts.py_test_bad/console.log"' in index and ">failed<" in index
+
+    (arts / "stale_from_an_earlier_run").mkdir()
+    run(pytester, "-k", "good").assert_outcomes(passed=1)
+    assert not (arts / "stale_from_an_earlier_run").exists() and not (arts / "test_arts.py_test_bad").exists()
+    assert "test_bad" not in (arts / "index.html").read_text()
+
+
+def test_a_folder_the_harness_did_not_make_is_not_emptied(pytester):
+    pytester.makepyfile(test_arts=TESTS)
+    mine = pytester.path / "arts"
+    mine.mkdir()
+    (mine / "my_notes.txt").write_text("keep me")
+    run(pytester, "-k", "good").assert_outcomes(passed=1)
+    assert (mine / "my_notes.txt").read_text() == "keep me"
