@@ -39,7 +39,9 @@ def test_five_minute_broker_outage_in_board_time(board, netfault, start_firmware
             # The board's clock runs fast: its reconnect backoff eats board minutes in wall
             # milliseconds. Five board minutes of refused connections, however long that takes here.
             wait_board_seconds(board, 300, timeout=60)
-    outage.assert_back_online(within=120)
+    # Reconnects back off to one attempt a minute; one may be refused just as the outage ends,
+    # so the device is back within two of those periods.
+    outage.assert_back_online(within=130)
     telemetry.collect(8, device.topic("telemetry"), timeout=30)  # 2 before, 5+ buffered, 1+ after
     values = outage.assert_no_loss("telemetry", min_after=3)
     assert telemetry.select(device.topic("telemetry"))[-1].json()["dropped"] == 0

@@ -21,4 +21,16 @@ import socket
 for _name, _mod in (("utime", time), ("uselect", select), ("usocket", socket)):
     sys.modules[_name] = _mod
 
-del _name, _mod
+# ssl: the port's is frozen, and `.frozen` precedes this folder on MICROPYPATH, so the shim is
+# imported with `.frozen` off the path; it stays `ssl` in sys.modules (see ssl.py).
+_path = sys.path[:]
+sys.path[:] = [_p for _p in _path if _p != ".frozen"]
+sys.modules.pop("ssl", None)  # a REPL may have imported the port's before this ran
+try:
+    import ssl  # noqa: E402,F401
+except ImportError:
+    pass  # a port built without TLS: `import ssl` fails in the firmware as it would there
+finally:
+    sys.path[:] = _path
+
+del _name, _mod, _path

@@ -1,6 +1,9 @@
 # network, as on an ESP32: WLAN in STA and AP mode, on a simulated radio. The firmware's
 # sockets still use the host's real network; the WLAN state (connect, drop, refusal, status
 # codes) is simulated in board time and driven by the host: sim.wifi.drop(refuse_for=30).
+# The link it gives gates those sockets (see socket): once the firmware has called connect(),
+# they work only while the station has an IP, and whatever takes that away (a drop, the access
+# point leaving, disconnect(), active(False)) loses every open connection (_siminputs.cut).
 import _simboot  # noqa: F401  (a REPL may import network first: u-aliases, host inputs)
 import _simcore
 import _simclock as _c
@@ -78,6 +81,8 @@ class WLAN:
         tick()
         if is_active is None:
             return self._active
+        if not is_active:
+            self._lose_link()
         self._active = bool(is_active)
         if not self._active:
             self._requested = False
@@ -91,14 +96,24 @@ class WLAN:
     def connect(self, ssid=None, key=None, *, bssid=None):
         tick()
         self._require_sta()
+        self._lose_link()  # connecting again leaves the access point first, as the driver does
         self._ssid = self._cfg["ssid"] if ssid is None else ssid
         self._key = key
         self._requested = True
         self._connect_at = _c.now_us() + int(_w["connect_s"] * 1000000)
+        _siminputs.watch_station(self._has_ip)
 
     def disconnect(self):
         tick()
+        self._lose_link()
         self._requested = False
+
+    def _has_ip(self):
+        return self._active and self._sta_status() == STAT_GOT_IP
+
+    def _lose_link(self):
+        if self._if == STA_IF and self._has_ip():
+            _siminputs.cut()
 
     def _sta_status(self):
         if not self._requested:

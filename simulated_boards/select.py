@@ -4,9 +4,12 @@
 # with sockets registered first waits up to FAST_IO_WINDOW_MS of real time for them, then jumps
 # the clock by the rest of its timeout (a peer slower than that looks like a timeout there).
 # The control channel is watched alongside, so host commands and Timer callbacks run while the
-# firmware waits.
+# firmware waits. A registered connection the WiFi link's loss killed is ready at once, and on
+# every poll until unregistered (POLLERR | POLLHUP with what it was registered for), as lwIP
+# reports an aborted socket: its next read or write raises the error (see socket).
 import _simcore
 import _simclock as _c
+import _siminputs
 
 _sel = _simcore.port_select
 POLLIN = _sel.POLLIN
@@ -45,19 +48,44 @@ class poll:
     def __init__(self):
         _patch_asyncio()
         self._p = _sel.poll()
-        self._n = 0         # firmware objects registered
+        self._objs = {}     # firmware objects registered -> [what the port polls, event mask]
+        self._fds = {}      # descriptor numbers polled in their place -> the objects
         self._chan = None   # the control channel socket while it is registered here
+        self._cuts = 0      # the link's cut count when _lost was last worked out
+        self._lost = ()     # registered connections the link's loss killed
 
     def register(self, obj, eventmask=POLLIN | POLLOUT):
-        self._p.register(obj, eventmask)
-        self._n += 1
+        # The port's poll takes a subclass of its socket (the shim's) for its own C struct and
+        # polls a wrong descriptor: it polls the object's descriptor number instead.
+        key = obj
+        try:
+            fd = obj.fileno()
+            if fd >= 0:
+                key = fd
+                self._fds[fd] = obj
+        except (AttributeError, OSError):
+            pass
+        self._p.register(key, eventmask)
+        self._objs[obj] = [key, eventmask]
+        self._cuts = -1
 
     def unregister(self, obj):
-        self._p.unregister(obj)
-        self._n -= 1
+        key = self._objs.pop(obj, (obj,))[0]
+        self._p.unregister(key)
+        if key is not obj:
+            self._fds.pop(key, None)
+        self._cuts = -1
 
     def modify(self, obj, eventmask):
-        self._p.modify(obj, eventmask)
+        e = self._objs.get(obj) or [obj, 0]
+        self._p.modify(e[0], eventmask)
+        e[1] = eventmask
+        self._cuts = -1
+
+    def _find_lost(self):
+        # Worked out again after each cut and each change of what is registered.
+        cuts = self._cuts = _siminputs.cuts
+        self._lost = [o for o in self._objs if _siminputs.lost(o)] if cuts else ()
 
     def _raw(self, timeout_ms):
         """One real poll, channel included; applies host commands and returns firmware events."""
@@ -71,12 +99,23 @@ class poll:
             if s is not None:
                 self._p.register(s, POLLIN)
             self._chan = s
-        res = self._p.poll(timeout_ms)
+        if self._cuts != _siminputs.cuts:
+            self._find_lost()
+        res = self._p.poll(0 if self._lost else timeout_ms)
         if s is not None:
             out = [e for e in res if e[0] is not s]
             if len(out) != len(res):
-                _simcore.read()
-            return out
+                _simcore.read()  # may cut the link
+            res = out
+        if self._fds and res:
+            fds = self._fds
+            res = [(fds.get(e[0], e[0]), e[1]) for e in res]
+        if self._cuts != _siminputs.cuts:
+            self._find_lost()
+        lost = self._lost
+        if lost:
+            res = [e for e in res if e[0] not in lost] + [
+                (o, self._objs[o][1] & (POLLIN | POLLOUT) | POLLERR | POLLHUP) for o in lost]
         return res
 
     def poll(self, timeout=-1):
@@ -95,7 +134,7 @@ class poll:
             if mode == "real":
                 res = self._raw(-1 if nxt is None else max(0, (nxt - now + 999) // 1000))
             elif mode == "fast":
-                wait = FAST_IO_WINDOW_MS if self._n else 0
+                wait = FAST_IO_WINDOW_MS if self._objs else 0
                 if nxt is not None:
                     wait = min(wait, (nxt - now) // 1000)
                 res = self._raw(wait)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from micropython_hil.errors import FuzzBadReply, FuzzCrash, FuzzWrongReply
+from micropython_hil.errors import FuzzBadReply, FuzzCrash, FuzzHang, FuzzWrongReply
 from micropython_hil.fuzz.oracle import GARBAGE, INVALID, VALID, Contract, RelayModel, StrictValidator
 from micropython_hil.fuzz.runner import example_database, run_property
 from micropython_hil.fuzz.schema_strategies import schema_values
@@ -296,3 +296,126 @@ def test_each_key_has_its_own_database_folder(tmp_path):
     a.save(b"key", b"value")
     assert list(a.fetch(b"key")) == [b"value"] and list(b.fetch(b"key")) == []
     assert list(example_database(tmp_path, "a").fetch(b"key")) == [b"value"]
+
+
+# -- the fuzzer's verdicts: a wrong reply is reported as wrong, a silence as a hang ----------------
+class _FakeRun:
+    running, error = True, None
+
+
+class _FakeConsole:
+    text = ""
+
+    def tail(self) -> str:
+        return ""
+
+
+class _FakeBoard:
+    """A board whose firmware is a Python function: each command published gets its answer."""
+
+    name, sim = "fake#1", None
+
+    def __init__(self, broker):
+        self.broker, self.console = broker, _FakeConsole()
+
+    def run(self, script):
+        self.broker.route(self.broker.prefix + "/status", b"online")
+        return _FakeRun()
+
+    def reset(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+class _FakeFirmware:
+    name, path = "fake_firmware", Path("fake_firmware").resolve()
+
+    def __init__(self, broker):
+        self.broker = broker
+
+    def deploy(self, board, cfg):
+        self.broker.prefix = cfg["topic_prefix"]
+
+
+class _FakeBroker:
+    host, port, credentials = "127.0.0.1", 1883, None
+
+    def __init__(self, answer):
+        self.answer, self.listeners, self.prefix = answer, [], ""
+
+    def add_listener(self, listener):
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener):
+        self.listeners.remove(listener)
+
+    def route(self, topic, payload):
+        for listener in list(self.listeners):
+            listener(topic, payload, 1, False, False, None)
+
+    def client(self, client_id):
+        broker = self
+
+        class Client:
+            def publish(self, topic, payload, qos=0):
+                reply = broker.answer(json.loads(payload))
+                if reply is not None:
+                    broker.route(broker.prefix + "/reply", json.dumps(reply).encode())
+
+            def close(self):
+                pass
+
+        return Client()
+
+
+def fake_fuzzer(answer):
+    from micropython_hil.fuzz.fuzzer import Fuzzer
+
+    broker = _FakeBroker(answer)
+    fuzzer = Fuzzer(_FakeBoard(broker), _FakeFirmware(broker), broker, Contract(COMMAND, REPLY, max_bytes=512),
+                    timeout=0.3, database=None)
+    return fuzzer.start()
+
+
+def test_a_reply_that_lost_its_id_is_a_wrong_reply_not_a_hang():
+    # Every reply comes, but with its id dropped: the ping's answer carries no "fz-N" either.
+    fuzzer = fake_fuzzer(lambda cmd: {"id": None, "ok": True, "pong": True, "heap_free": 50000})
+    with pytest.raises(FuzzWrongReply) as e:
+        fuzzer.check([b'{"op": "ping"}'])
+    text = str(e.value)
+    assert "answered wrongly" in text and "liveness ping" in text and "is not the command's" in text, text
+    assert "2 replies to 1 command(s) and the liveness ping" in text
+    assert "replies came" not in text and "no answer" not in text
+
+
+def test_a_command_answered_under_another_id_is_a_wrong_reply():
+    fuzzer = fake_fuzzer(lambda cmd: {"id": "other", "ok": True, "pong": True, "heap_free": 50000})
+    with pytest.raises(FuzzWrongReply) as e:
+        fuzzer.check([b'{"id": 7, "op": "ping"}'])
+    assert "reply id 'other' is not the command's 7" in str(e.value)
+
+
+def test_silence_after_the_commands_is_still_a_hang():
+    def answer(cmd):
+        if str(cmd.get("id", "")).startswith("fz-"):
+            return None  # the liveness ping goes unanswered
+        return {"id": cmd.get("id"), "ok": True, "pong": True, "heap_free": 50000}
+
+    fuzzer = fake_fuzzer(answer)
+    with pytest.raises(FuzzHang) as e:
+        fuzzer.check([b'{"id": 1, "op": "ping"}'])
+    assert "1 of 1 replies came" in str(e.value)
+
+
+def test_a_refused_command_is_answered_under_its_own_id():
+    c = contract()
+    refused = b'{"id": "c9", "op": "explode"}'
+    assert c.check_reply(refused, b'{"id": "c9", "ok": false, "error": "unknown op"}') is None
+    problem = c.check_reply(refused, b'{"id": null, "ok": false, "error": "unknown op"}')
+    assert problem[0] is FuzzWrongReply and "came with id None" in problem[1]
+    # Ids the firmware cannot read (wrong type, or the payload is over the size limit): any id.
+    assert c.check_reply(b'{"id": true, "op": "ping"}', b'{"id": null, "ok": false, "error": "bad id"}') is None
+    long = b'{"id": "x", "op": "ping", "pad": "' + b"y" * 600 + b'"}'
+    assert c.check_reply(long, b'{"id": null, "ok": false, "error": "too long"}') is None

@@ -13,11 +13,13 @@ NAME = "micropython_hil"
 # Areas from the bottom up: a module may import its own area and the areas below it, never above.
 LAYERS = [
     {"errors", "secret", "tempdirs", "tether"},
+    {"containers"},  # Docker engines, their ownership labels, locally built images
     {"sim"},
     {"board"},
     {"mqtt", "cloud", "netfault"},
+    {"mqttsn"},  # the MQTT-SN gateway bridges to the brokers of mqtt
     {"deploy"},
-    {"bench", "fuzz"},
+    {"bench", "fuzz", "mutate", "fleet"},  # fleet: many boards in one test (roles, sync, fleets)
     {"plugin", "cli"},
 ]
 

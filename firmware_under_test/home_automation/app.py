@@ -154,8 +154,7 @@ class Node:
     def on_command(self, topic, msg):
         reply = {"id": None}
         try:
-            cmd = self.parse(msg)
-            reply["id"] = cmd.get("id")
+            cmd = self.parse(msg, reply)
             reply.update(self.execute(cmd))
             reply["ok"] = True
         except CommandError as e:
@@ -171,7 +170,9 @@ class Node:
         # so a reply with non-ASCII text would corrupt the MQTT stream.
         self.replies.append(json.dumps(reply).encode())
 
-    def parse(self, msg):
+    def parse(self, msg, reply=None):
+        """The command as a dict; its id goes into `reply` as soon as it is known to be valid, so
+        a refusal is answered under the id of the command it refuses."""
         if len(msg) > MAX_COMMAND_BYTES:
             raise CommandError("command too long (%d bytes, max %d)" % (len(msg), MAX_COMMAND_BYTES))
         try:
@@ -185,8 +186,10 @@ class Node:
             cid = cmd["id"] = _text(cid)
             if cid is None:
                 raise CommandError("id must be a string or an integer (valid text)")
-        elif "id" in cmd and not isinstance(cid, int):
+        elif "id" in cmd and (not isinstance(cid, int) or isinstance(cid, bool)):
             raise CommandError("id must be a string or an integer")
+        if reply is not None:
+            reply["id"] = cid
         if cmd.get("op") not in OPS:
             raise CommandError("unknown op %s (known: %s)" % (_shown(cmd.get("op")), ", ".join(OPS)))
         return cmd

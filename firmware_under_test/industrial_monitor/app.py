@@ -16,8 +16,10 @@ DEFAULTS = {
     "adc_pin": 36,
     "rate_hz": 1000,
     "alpha": 0.2,            # EMA smoothing factor
-    "high_mv": 2500,         # alarm when the filtered signal rises above this
-    "hysteresis_mv": 200,    # and clears when it falls below high_mv - hysteresis_mv
+    # Alarm when the filtered signal rises above high_mv (inside the ADC's range at 11 dB
+    # attenuation, 150..2450 mV: 2500 was out of reach), clear below high_mv - hysteresis_mv.
+    "high_mv": 2200,
+    "hysteresis_mv": 200,
     "batch_s": 10,
     "max_batches": 8,
     "wdt_ms": 30000,
@@ -62,7 +64,9 @@ class Monitor:
         f = self.filtered
         f = mv << 8 if f is None else f + ((self.alpha_q * ((mv << 8) - f)) >> 8)
         self.filtered = f
-        v = f >> 8
+        # Rounded, not truncated: a rising input settles up to 5/256 mV below its level in f, and
+        # f >> 8 read a steady 2501 mV as 2500, so a level just over high_mv never raised the alarm.
+        v = (f + 128) >> 8
         self.n += 1
         self.total += v
         if self.vmin is None or v < self.vmin:
@@ -91,7 +95,7 @@ class Monitor:
     def close_batch(self):
         if self.n:
             self.batches.append({"samples": self.n, "mean_mv": round(self.total / self.n, 1),
-                                 "min_mv": round(self.vmin, 1), "max_mv": round(self.vmax, 1),
+                                 "min_mv": self.vmin, "max_mv": self.vmax,
                                  "alarms": self.alarm_seq, "t_ms": time.ticks_ms()})
             del self.batches[:-self.max_batches]
         self._reset_stats()
@@ -105,8 +109,11 @@ class Monitor:
                                headers={"Content-Type": "application/json"})
             ok = 200 <= r.status_code < 300
             r.close()
-        except OSError as e:
-            print("upload failed:", e)
+        except Exception as e:
+            # Not only OSError: urequests raises AssertionError, ValueError, NotImplementedError
+            # on answers it cannot follow (a 300 without Location). An upload failing in any way
+            # must not stop the sampling; the batches stay for the next one.
+            print("upload failed:", repr(e))
             return
         if ok:
             self.batches = []
@@ -118,6 +125,7 @@ class Monitor:
         next_sample = time.ticks_us()
         while True:
             self.step()
+            wdt.feed()  # every sample: a batch may well be longer than the watchdog's period
             if self.pending_alarms:
                 self.link.maintain()
                 self.send_alarms()
@@ -126,7 +134,6 @@ class Monitor:
                 self.link.maintain()
                 self.link.poll()
                 self.upload()
-                wdt.feed()
                 next_sample = time.ticks_us()
             next_sample = time.ticks_add(next_sample, self.period_us)
             wait = time.ticks_diff(next_sample, time.ticks_us())

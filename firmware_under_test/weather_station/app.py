@@ -47,7 +47,9 @@ class Station:
         try:
             cmd = json.loads(msg)
             interval = cmd["interval_s"]
-            if not isinstance(interval, int) or not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
+            # A bool is an int to Python: {"interval_s": true} is refused, not taken as 1 s.
+            if not isinstance(interval, int) or isinstance(interval, bool) or \
+                    not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
                 raise ValueError("interval_s out of range")
         except (ValueError, KeyError, TypeError) as e:
             print("cmd rejected:", repr(msg)[:60], e)

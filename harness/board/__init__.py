@@ -4,18 +4,22 @@
                    Board.serial() or open_board(spec)
     UnixBoard      the unix port behind a pty, optionally a simulated ESP32 (unix_board.py)
     SerialBoard    a chip on a serial port or an rfc2217:// URL (serial_board.py)
+    LabgridBoard   a chip on a labgrid place, locked while open (labgrid_board.py; labgrid itself is
+                   imported only when one is opened: labgrid_place.py, place_owner.py)
     BoardSpec      a parsed `--board` spec (spec.py)
     FirmwareRun    a script running in the background, its output in the board's Console
     SimProcess     MicroPython under a Simulator as a plain process, without the REPL
     UnixPort, Launch, find_micropython   launching the unix port (unix_port.py)
     ReplTransport, find_esp32_port, ESP32_USB_IDS  the raw REPL over a serial line (transport.py)
 
-Importing this package registers the two board kinds, which Board.unix()/Board.serial() need.
+Importing this package registers the board kinds (unix, serial, labgrid), which Board.unix(),
+Board.serial() and open_board() need.
 """
 
 from .board import DEFAULT_TIMEOUT, Board, DeployReport, open_board
 from .console import BOOT_BANNER, Console
 from .firmware_run import FirmwareRun, RunHost
+from .labgrid_board import LabgridBoard
 from .serial_board import SerialBoard
 from .sim_process import Run, SimProcess
 from .spec import BoardSpec
@@ -25,6 +29,6 @@ from .unix_port import Launch, UnixPort, find_micropython, wait_gone
 
 __all__ = [
     "BOOT_BANNER", "Board", "BoardSpec", "Console", "DEFAULT_TIMEOUT", "DeployReport", "ESP32_USB_IDS",
-    "FirmwareRun", "Launch", "ReplTransport", "Run", "RunHost", "SerialBoard", "SimProcess",
+    "FirmwareRun", "LabgridBoard", "Launch", "ReplTransport", "Run", "RunHost", "SerialBoard", "SimProcess",
     "UnixBoard", "UnixPort", "find_esp32_port", "find_micropython", "open_board", "wait_gone",
 ]

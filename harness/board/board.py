@@ -447,6 +447,8 @@ def open_board(spec: BoardSpec | str, micropython: str | None = None, sim: Any =
     spec = spec if isinstance(spec, BoardSpec) else BoardSpec.parse(spec)
     if spec.kind == "unix":
         return Board.unix(micropython=micropython, sim=sim, timeout=timeout)
+    if spec.kind == "labgrid":  # labgrid_board.py: the place locked, its serial port opened
+        return _kind_class("labgrid").open(spec.place, timeout=timeout)
     return Board.serial(spec.port, timeout=timeout)
 
 

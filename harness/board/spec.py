@@ -3,6 +3,7 @@
     unix                      a simulated ESP32 (profile from --sim-profile, default esp32)
     unix:PROFILE              a simulated chip of that profile (esp32s3, ...)
     serial:PORT               a chip on a serial port: /dev/ttyUSB0, auto, rfc2217://HOST:PORT
+    labgrid:PLACE             a chip on a labgrid place, locked for the run (coordinator: LG_COORDINATOR)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import BoardConnectionError
 
-KINDS = ("unix", "serial")
+KINDS = ("unix", "serial", "labgrid")
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,11 @@ class BoardSpec:
     """What `--board` asked for, parsed once: open_board and the plugin (its option check, its
     kind-based skips, the simulator's profile) read these fields instead of splitting the text."""
 
-    kind: str                   # "unix" or "serial"
+    kind: str                   # "unix", "serial" or "labgrid"
     profile: str | None = None  # unix:PROFILE
     port: str | None = None     # serial:PORT (a device path, "auto", or an rfc2217:// URL)
     text: str = ""              # as the user wrote it, for messages
+    place: str | None = None    # labgrid:PLACE (a place name or alias on the coordinator)
 
     @classmethod
     def parse(cls, text: str) -> "BoardSpec":
@@ -36,7 +38,13 @@ class BoardSpec:
                 raise BoardConnectionError(shown, "name the port: serial:/dev/ttyUSB0, serial:auto or "
                                            "serial:rfc2217://host:port")
             return cls("serial", port=arg, text=text)
+        if kind == "labgrid":
+            if not arg:
+                raise BoardConnectionError(shown, "name the place: labgrid:PLACE (`labgrid-client places` "
+                                           "lists them)")
+            return cls("labgrid", place=arg, text=text)
         raise BoardConnectionError(shown, "unknown board kind; use unix, unix:PROFILE, serial:PORT or serial:auto")
 
     def __str__(self) -> str:
-        return self.text or (f"{self.kind}:{self.profile or self.port}" if self.profile or self.port else self.kind)
+        arg = self.profile or self.port or self.place
+        return self.text or (f"{self.kind}:{arg}" if arg else self.kind)

@@ -15,7 +15,18 @@ template for each, filled with where this test's broker, WiFi and cloud are:
 - bytes are written as they are; a callable gets the values (a dict) and returns one of the above.
 
 Placeholders: host, port, user, password, client_id, keepalive, topic_prefix, wifi_ssid,
-wifi_password, cloud_url, and every key of the test's `extra` settings.
+wifi_password, cloud_url, and every key of the test's `extra` settings. For a TLS broker
+(--broker-tls): tls (true/false), tls_server_name (the name in the broker's certificate, to verify
+it by, also when the board dials a proxy), tls_ca, tls_cert, tls_key (PEM text: the CA, and the
+board's own certificate and key under mutual TLS, else None), and tls_ca_der, tls_cert_der,
+tls_key_der (bytes, for a callable template: the unix port's mbedTLS reads only DER). Firmware
+that reads certificate files gets them as files, its config naming their paths:
+
+    start_firmware(files={
+        "certs/ca.pem": "{tls_ca}", "certs/client.key": "{tls_key}",
+        "certs/ca.der": lambda v: v["tls_ca_der"],
+        "station.json": {"broker": "{host}", "port": "{port}", "tls": "{tls}", "ca": "certs/ca.pem"},
+    })
 """
 
 from __future__ import annotations
@@ -26,9 +37,24 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from ..errors import FirmwareError
+from ..mqtt.tls import pem_to_der
 from ..secret import Secret, reveal
 
 Template = Union[dict, list, str, bytes, Callable[[dict], Any]]
+
+
+@dataclass(frozen=True, repr=False)
+class DeviceTls:
+    """What one board needs to reach a TLS broker: the CA, its own certificate and key (mutual
+    TLS), and the name in the broker's certificate."""
+
+    ca_cert: str
+    server_name: str
+    client_cert: str | None = None
+    client_key: Secret | None = None
+
+    def __repr__(self) -> str:
+        return f"<DeviceTls {'mutual' if self.client_cert else 'server'} TLS, broker {self.server_name}>"
 
 
 @dataclass(frozen=True)
@@ -46,15 +72,28 @@ class Endpoints:
     wifi_password: Secret | None = None
     cloud_url: str | None = None
     extra: dict = field(default_factory=dict)
+    tls: DeviceTls | None = None
 
     def values(self) -> "_Values":
-        """The placeholders' values (passwords revealed: they go into the board's files)."""
+        """The placeholders' values (passwords and keys revealed: they go into the board's files)."""
         values = _Values(self.extra)
         values.update(host=self.host, port=self.port, client_id=self.client_id, user=self.user,
                       password=reveal(self.password), keepalive=self.keepalive,
                       topic_prefix=self.topic_prefix, wifi_ssid=self.wifi_ssid,
                       wifi_password=reveal(self.wifi_password), cloud_url=self.cloud_url)
+        tls = self.tls
+        values.update(tls=tls is not None, tls_server_name=tls.server_name if tls else None,
+                      tls_ca=tls.ca_cert if tls else None,
+                      tls_cert=tls.client_cert if tls else None,
+                      tls_key=reveal(tls.client_key) if tls else None,
+                      tls_ca_der=_der(tls.ca_cert) if tls else None,
+                      tls_cert_der=_der(tls.client_cert) if tls else None,
+                      tls_key_der=_der(reveal(tls.client_key)) if tls else None)
         return values
+
+
+def _der(pem: str | None) -> bytes | None:
+    return pem_to_der(pem) if pem else None
 
 
 class _Values(dict):

@@ -13,7 +13,13 @@ values may be null where noted)::
         "user": "hil-1a2b3c4d",       # null when the broker accepts anonymous clients (loopback)
         "password": "...",            # null likewise
         "client_id": "weather-1",     # MQTT client id the firmware should use
-        "keepalive": 30               # seconds; firmware should pass it to MQTTClient(keepalive=)
+        "keepalive": 30,              # seconds; firmware should pass it to MQTTClient(keepalive=)
+        "tls": {                      # optional; null (or absent): plain MQTT
+          "ca": "-----BEGIN CERTIFICATE-----...",   # PEM: the CA to verify the broker against
+          "cert": "-----BEGIN CERTIFICATE-----...", # PEM: the board's certificate (mutual TLS), or null
+          "key": "-----BEGIN PRIVATE KEY-----...",  # PEM: its key, or null
+          "server_hostname": "192.168.1.20"         # the name the broker's certificate is for
+        }
       },
       "wifi": {"ssid": "lab-ap", "password": "..."},   # null on the simulator (no WiFi)
       "http": {"base_url": "http://192.168.1.20:8080"}, # the `cloud` endpoint, or null
@@ -58,6 +64,16 @@ SCHEMA = {
                 "password": {"type": ["string", "null"]},
                 "client_id": {"type": "string", "minLength": 1, "maxLength": 23},
                 "keepalive": {"type": "integer", "minimum": 0, "maximum": 65535},
+                "tls": {
+                    "type": ["object", "null"],
+                    "required": ["ca", "cert", "key", "server_hostname"],
+                    "properties": {
+                        "ca": {"type": "string", "pattern": "-----BEGIN CERTIFICATE-----"},
+                        "cert": {"type": ["string", "null"], "pattern": "-----BEGIN CERTIFICATE-----"},
+                        "key": {"type": ["string", "null"], "pattern": "-----BEGIN [A-Z ]*PRIVATE KEY-----"},
+                        "server_hostname": {"type": "string", "minLength": 1},
+                    },
+                },
             },
         },
         "wifi": {
@@ -75,8 +91,9 @@ SCHEMA = {
 
 def build_config(broker: Any, client_id: str, *, wifi: tuple[str, str] | None = None,
                  cloud_url: str | None = None, keepalive: int = 30, topic_prefix: str = "",
-                 extra: dict | None = None) -> dict:
-    """The config dict for one board; `broker` is a harness Broker (host, port, credentials)."""
+                 extra: dict | None = None, tls: Any = None) -> dict:
+    """The config dict for one board; `broker` is a harness Broker (host, port, credentials);
+    `tls` what the board needs for a TLS broker (a config_files.DeviceTls), or None."""
     if not client_id or len(client_id) > 23:
         # MQTT 3.1.1 only promises client ids of 1..23 characters (umqtt and small brokers hold to it).
         raise HarnessError(f"device config: client id {client_id!r} must be 1 to 23 characters")
@@ -85,7 +102,10 @@ def build_config(broker: Any, client_id: str, *, wifi: tuple[str, str] | None = 
         "version": SCHEMA_VERSION,
         # Passwords as Secrets: the file on the board gets them, a printed config does not.
         "mqtt": {"host": broker.host, "port": broker.port, "user": user, "password": secret(password),
-                 "client_id": client_id, "keepalive": keepalive},
+                 "client_id": client_id, "keepalive": keepalive,
+                 # The key as a Secret, like the passwords.
+                 "tls": {"ca": tls.ca_cert, "cert": tls.client_cert, "key": secret(tls.client_key),
+                         "server_hostname": tls.server_name} if tls is not None else None},
         "wifi": {"ssid": wifi[0], "password": secret(wifi[1])} if wifi else None,
         "http": {"base_url": cloud_url} if cloud_url else None,
         "topic_prefix": topic_prefix,

@@ -219,6 +219,16 @@ class Fuzzer:
         console = self.board.console.text[console_mark:]
         self.stats.payloads += len(payloads)
         fw = self._fw_path()
+        if end < 0 and TRACEBACK not in console and self._run.running and len(replies) > len(payloads):
+            # Not a hang: the board answered everything, the ping too, but no reply carries the
+            # ping's id. Its replies are wrong (an id lost or changed), so judge them as replies.
+            self._judge_replies(payloads, replies, fw)
+            extra = replies[len(payloads):]
+            problem = self.contract.check_reply(self.contract.ping(sid), extra[0])
+            why = problem[1] if problem else f"reply {extra[0][:200]!r} does not carry the ping's id {sid!r}"
+            count = f"{len(replies)} replies to {len(payloads)} command(s) and the liveness ping"
+            kind = problem[0] if problem else FuzzWrongReply
+            raise kind(payloads[-1] if payloads else b"", f"liveness ping: {why} ({count})", payloads, fw)
         if end < 0 or TRACEBACK in console or not self._run.running:
             error = self._run.error
             self.reset()
@@ -234,13 +244,7 @@ class Fuzzer:
             culprit = payloads[min(len(replies), len(payloads) - 1)]
             raise FuzzWrongReply(culprit, f"{len(replies)} replies to {len(payloads)} commands "
                                  "(one reply per command is the contract)", payloads, fw)
-        for p, r in zip(payloads, replies):
-            problem = self.contract.check_reply(p, r)
-            if problem:
-                # A reply is judged on its own payload (state effects aside): that payload alone
-                # is the regression test.
-                stateful = self.contract.model is not None and problem[0] is FuzzWrongReply
-                raise problem[0](p, problem[1], payloads if stateful else [p], fw)
+        self._judge_replies(payloads, replies, fw)
         problem = self.contract.check_reply(self.contract.ping(sid), pong)
         if problem:
             raise FuzzBadReply(payloads[-1] if payloads else b"", f"liveness ping: {problem[1]}", payloads, fw)
@@ -254,6 +258,16 @@ class Fuzzer:
         if heap is not None:
             self._boot_heap.append(heap)
             self.stats.heap.append(heap)
+
+    def _judge_replies(self, payloads: list[bytes], replies: list[bytes], fw: str) -> None:
+        """Raise for the first payload whose reply breaks the contract (replies matched in order)."""
+        for p, r in zip(payloads, replies):
+            problem = self.contract.check_reply(p, r)
+            if problem:
+                # A reply is judged on its own payload (state effects aside): that payload alone
+                # is the regression test.
+                stateful = self.contract.model is not None and problem[0] is FuzzWrongReply
+                raise problem[0](p, problem[1], payloads if stateful else [p], fw)
 
     def _isolate(self, suspects: list[bytes]) -> tuple[bytes, bool]:
         """Which payload kills the board on its own? Replies queued on the board die with it,

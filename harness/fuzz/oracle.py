@@ -58,10 +58,13 @@ class Contract:
     model: Model | None = None
     _cmd: Any = field(default=None, repr=False)
     _reply: Any = field(default=None, repr=False)
+    _id: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._cmd = StrictValidator(self.command_schema)
         self._reply = StrictValidator(self.reply_schema)
+        id_schema = self.command_schema.get("properties", {}).get("id")
+        self._id = StrictValidator(id_schema) if id_schema is not None else None
 
     def classify(self, payload: bytes) -> tuple[str, Any]:
         """(verdict, parsed command or None) for a payload, judged on the host."""
@@ -98,9 +101,22 @@ class Contract:
         elif verdict == INVALID and reply.get("ok") is not False:
             why = "over the size limit" if self.max_bytes and len(payload) > self.max_bytes else "invalid"
             return FuzzWrongReply, f"{why} command accepted: reply {reply!r} (expected ok false and an error)"
+        elif verdict == INVALID and self._readable_id(payload, cmd) and reply.get("id") != cmd["id"]:
+            # A refused command is answered under its own id, so its sender learns which one failed.
+            return FuzzWrongReply, (f"refusal of a command with id {cmd['id']!r} came with id "
+                                    f"{reply.get('id')!r}: reply {reply!r}")
         elif verdict == GARBAGE and reply.get("ok") and self.model is not None:
             self.model.sync(reply)  # MicroPython's lenient json took it: follow what it did
         return None
+
+    def _readable_id(self, payload: bytes, cmd: Any) -> bool:
+        """True when the firmware can read the command's id: a JSON object within the size limit
+        whose id is valid against the command schema's id (a string or an integer, not a bool)."""
+        if not isinstance(cmd, dict) or "id" not in cmd:
+            return False
+        if self.max_bytes is not None and len(payload) > self.max_bytes:
+            return False
+        return self._id is not None and self._id.is_valid(cmd["id"])
 
     def heap(self, raw_reply: bytes) -> int | None:
         """Free heap reported in a ping reply, if the firmware reports it."""

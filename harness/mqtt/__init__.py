@@ -1,5 +1,5 @@
 """MQTT for the harness: the broker a board talks to (embedded amqtt, mosquitto or an external
-one), the harness's own MQTT client, the recorder of routed traffic with its checks, and the
+one, over TLS if asked), the harness's own MQTT client, the recorder of routed traffic with its checks, and the
 checks of a device living through an outage."""
 
 from ..errors import BrokerError, MqttError, TelemetryError
@@ -9,8 +9,10 @@ from .client import MqttClient
 from .listener import Listener
 from .outage import Outage
 from .telemetry import Message, Telemetry, Where
+from .tls import BrokerTls, ClientCert, GeneratedTls, ProvidedTls
 from .topics import topic_matches
 
 __all__ = ["Broker", "AmqttBroker", "MosquittoBroker", "ExternalBroker", "make_broker", "MqttClient",
            "Listener", "Telemetry", "Message", "Where", "topic_matches", "BoardClock", "Outage",
+           "BrokerTls", "GeneratedTls", "ProvidedTls", "ClientCert",
            "BrokerError", "MqttError", "TelemetryError"]

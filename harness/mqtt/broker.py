@@ -1,8 +1,14 @@
 """The MQTT broker a board talks to: embedded amqtt, Debian's mosquitto, or an external one.
 
-One `Broker` interface over the three kinds (.host, .port, .url, .credentials, start/stop/restart,
-context manager) plus what tests need from a broker: capture of every routed message
-(`add_listener`), retained state (`retained`), and faults (`restart`, `kick`, `mute_pings`).
+One `Broker` interface over the three kinds (.host, .port, .url, .credentials, .tls,
+start/stop/restart, context manager) plus what tests need from a broker: capture of every routed
+message (`add_listener`), retained state (`retained`), and faults (`restart`, `kick`, `mute_pings`).
+
+TLS (`tls_mode` "server" or "mutual", as cloud brokers require): amqtt and mosquitto listen with
+TLS only, on a CA and certificates made for their run (mqtt/tls.py, `broker.tls`); mutual TLS
+refuses clients without a certificate signed by that CA. An external broker's TLS comes from the
+user's files. The harness's own clients (capture, commands, probes) go through `broker.client()`,
+which sets up TLS (and under mutual TLS presents a certificate of the harness's).
 
 The embedded amqtt 0.12 broker is used through its public API (an auth plugin, its
 external-listener entry point, its sessions/subscriptions/retained_messages), and patched where
@@ -31,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -52,6 +59,7 @@ from ..tempdirs import make_temp_dir, remove as remove_temp_dir
 from .client import MqttClient
 from .listener import Listener
 from ..tether import Tether
+from .tls import MODES as TLS_MODES, BrokerTls, GeneratedTls, ProvidedTls
 from .topics import topic_matches
 
 __all__ = ["Broker", "AmqttBroker", "MosquittoBroker", "ExternalBroker", "BrokerError", "MqttClient",
@@ -94,27 +102,51 @@ class Broker:
     port: int = 0
     lan: bool = False
     credentials: tuple[str, str] | None = None
+    tls_mode: str | None = None     # None (plain MQTT), "server" or "mutual"
+    tls: BrokerTls | None = None    # the CA and certificates: made at start, or given
     _listeners: list[Listener] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _made_tls: bool = field(default=False, repr=False)  # made at start, so removed at stop
 
     kind = "broker"
 
+    def __post_init__(self) -> None:
+        if self.tls_mode not in (None, *TLS_MODES):
+            raise BrokerError(f"{self.kind} broker: tls_mode {self.tls_mode!r}: use one of {', '.join(TLS_MODES)} or None")
+        if self.tls is not None:
+            if self.tls_mode not in (None, self.tls.mode):
+                raise BrokerError(f"{self.kind} broker: tls_mode {self.tls_mode!r} but the TLS given is {self.tls.mode}")
+            self.tls_mode = self.tls.mode
+
     @property
     def url(self) -> str:
-        """mqtt://[user:***@]host:port: for messages and logs, so the password is masked."""
+        """mqtt[s]://[user:***@]host:port: for messages and logs, so the password is masked."""
         auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
-        return f"mqtt://{auth}{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls_mode else 'mqtt'}://{auth}{self.host}:{self.port}"
 
     @property
     def bind_host(self) -> str:
         return "0.0.0.0" if self.lan else self.host
 
     def _prepare(self) -> None:
-        """LAN brokers get generated credentials and the LAN address; never anonymous."""
+        """LAN brokers get generated credentials and the LAN address; never anonymous. A TLS
+        broker gets a CA and a certificate for the addresses it is dialled on."""
         if self.lan:
             self.host = _lan_address()
             if self.credentials is None:
                 self.credentials = ("hil-" + secrets.token_hex(4), Secret(secrets.token_urlsafe(18)))
+        if self.tls is not None and not isinstance(self.tls, GeneratedTls):
+            raise BrokerError(f"{self.kind} broker: serving TLS needs a CA of its own (tls_mode=..., or a "
+                              f"GeneratedTls), not {type(self.tls).__name__}")
+        if self.tls_mode and self.tls is None:
+            self.tls = GeneratedTls([self.host], mutual=self.tls_mode == "mutual")
+            self._made_tls = True
+
+    def _forget_tls(self) -> None:
+        """Remove the CA and certificates made at start (TLS material given is the giver's)."""
+        if self._made_tls:
+            self.tls.close()
+            self.tls, self._made_tls = None, False
 
     def start(self) -> "Broker":
         raise NotImplementedError
@@ -151,8 +183,12 @@ class Broker:
         return found
 
     def client(self, client_id: str | None = None, **kwargs) -> MqttClient:
-        """A connected harness-side MQTT client (use as a context manager)."""
+        """A connected harness-side MQTT client (use as a context manager). On a TLS broker it
+        verifies the broker and, under mutual TLS, presents the harness's own certificate;
+        `tls=broker.tls.client_context(None)` makes one that presents none."""
         user, password = self.credentials or (None, None)
+        if self.tls is not None and "tls" not in kwargs:
+            kwargs["tls"] = self.tls.client_context(self.tls.client_cert("hil-harness") if self.tls.mutual else None)
         client = MqttClient(self.host, self.port, client_id or f"hil-{secrets.token_hex(4)}",
                             username=user, password=password, **kwargs)
         return client.connect()
@@ -243,11 +279,14 @@ class _PatchedAmqtt(_Amqtt):
         super().__init__(config)
         self.owner = owner
         self.server: asyncio.Server | None = None
+        # TLS is the listening socket's: amqtt reads and writes the decrypted streams.
+        self.tls_context = owner.tls.server_context() if isinstance(owner.tls, GeneratedTls) else None
 
     # -- the listening socket
     async def listen(self, host: str, port: int) -> int:
         """Accept clients on host:port (0: a free one) and hand them to amqtt; the port."""
-        self.server = await asyncio.start_server(self.accept, host, port, reuse_address=True)
+        self.server = await asyncio.start_server(self.accept, host, port, reuse_address=True, ssl=self.tls_context,
+                                                 ssl_handshake_timeout=5 if self.tls_context else None)
         return self.server.sockets[0].getsockname()[1]
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -436,6 +475,7 @@ class AmqttBroker(Broker):
             self.port = self._call(boot(), self.start_timeout)
         except (OSError, _AmqttBrokerError) as exc:
             self._close_loop()
+            self._forget_tls()
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 raise BrokerError(f"amqtt: port {self.port} on {self.bind_host} is already in use; "
                                   f"pass port=0 for a free one") from None
@@ -465,6 +505,7 @@ class AmqttBroker(Broker):
                 self._call(cancel_rest(), 5)
             finally:
                 self._close_loop()
+                self._forget_tls()
 
     def restart(self, keep_sessions: bool = True, downtime: float = 0.0) -> None:
         self._call(self._amqtt.reopen(keep_sessions, downtime), downtime + 10)
@@ -544,6 +585,10 @@ class MosquittoBroker(_SubscribingBroker):
             f"log_dest file {self._dir}/mosquitto.log", "log_type error", "log_type warning",
             "set_tcp_nodelay true", "max_queued_messages 100000", "max_inflight_messages 0",
         ]
+        if self.tls is not None:  # on the listener above: TLS only, no plain MQTT beside it
+            lines += [f"cafile {self.tls.ca_file}", f"certfile {self.tls.server_cert_file}",
+                      f"keyfile {self.tls.server_key_file}",
+                      f"require_certificate {'true' if self.tls.mutual else 'false'}"]
         if self.credentials:
             pwfile = self._dir / "passwd"
             pwfile.write_text(f"{self.credentials[0]}:{reveal(self.credentials[1])}\n")
@@ -559,7 +604,6 @@ class MosquittoBroker(_SubscribingBroker):
         reason = self.available(self.executable)
         if reason:
             raise BrokerError(f"--broker mosquitto: {reason}")
-        self._prepare()
         wanted = self.port
         if wanted:
             try:  # mosquitto would not say; and our probe could reach whoever holds the port
@@ -573,6 +617,7 @@ class MosquittoBroker(_SubscribingBroker):
         # parent-death signal fires when the forking thread ends, and the caller's may not last.
         self._tether = Tether(name="hil-mosquitto-launcher")
         try:
+            self._prepare()  # in here: a CA made for TLS is removed by stop() if the start fails
             for _attempt in range(3):  # a free port can be taken between probing and binding
                 self.port = wanted or _free_port(self.bind_host)
                 if self._launch():
@@ -629,6 +674,7 @@ class MosquittoBroker(_SubscribingBroker):
         earlier one failed (the launcher thread goes last, as mosquitto dies with it)."""
         with contextlib.ExitStack() as steps:  # callbacks run last-registered first
             steps.callback(self._close_tether)
+            steps.callback(self._forget_tls)
             steps.callback(self._cleanup_dir)
             steps.callback(self._terminate)
             self._stop_capture()
@@ -652,32 +698,63 @@ class MosquittoBroker(_SubscribingBroker):
 
 @dataclass
 class ExternalBroker(_SubscribingBroker):
-    """A broker someone else runs, given as [USER:PASSWORD@]HOST:PORT."""
+    """A broker someone else runs, given as [USER:PASSWORD@]HOST:PORT; its TLS (`tls`, a
+    ProvidedTls) from the user's CA and client certificate files."""
 
     kind = "external"
 
     def start(self) -> "ExternalBroker":
         try:
-            socket.create_connection((self.host, self.port), timeout=5).close()
+            probe = socket.create_connection((self.host, self.port), timeout=5)
         except OSError as exc:
             raise BrokerError(f"external broker {self.host}:{self.port} is unreachable ({exc.strerror or exc}); "
                               f"check --broker HOST:PORT") from None
+        with probe:
+            if self.tls is not None:  # a wrong CA or a plain port shows here, before any test
+                try:
+                    # With the client certificate: a TLS 1.2 broker refuses a handshake without it.
+                    cert = self.tls.client_cert() if self.tls.mutual else None
+                    self.tls.client_context(cert).wrap_socket(probe, server_hostname=self.host).close()
+                except (ssl.SSLError, OSError) as exc:
+                    why = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc
+                    raise BrokerError(f"external broker {self.host}:{self.port}: TLS handshake failed ({why}); "
+                                      f"check --broker-ca and that the port speaks TLS") from None
         return self
 
     def stop(self) -> None:
         self._stop_capture()
 
 
-def make_broker(spec: str = "amqtt", lan: bool = False) -> Broker:
-    """A broker from a --broker value: 'amqtt', 'mosquitto' or '[USER:PASSWORD@]HOST:PORT'."""
-    if spec == "amqtt":
-        return AmqttBroker(lan=lan)
-    if spec == "mosquitto":
-        return MosquittoBroker(lan=lan)
+def make_broker(spec: str = "amqtt", lan: bool = False, tls: str | None = None, ca: str | Path | None = None,
+                cert: str | Path | None = None, key: str | Path | None = None) -> Broker:
+    """A broker from a --broker value: 'amqtt', 'mosquitto' or '[USER:PASSWORD@]HOST:PORT'.
+
+    `tls` (--broker-tls): None, "server" or "mutual". amqtt and mosquitto make their own CA; an
+    external broker's comes from `ca` (--broker-ca) and, for mutual TLS, `cert` and `key`
+    (--broker-cert, --broker-key), PEM files."""
+    if tls not in (None, *TLS_MODES):
+        raise BrokerError(f"--broker-tls {tls!r}: use one of {', '.join(TLS_MODES)}")
+    if spec in ("amqtt", "mosquitto"):
+        given = [option for option, value in (("--broker-ca", ca), ("--broker-cert", cert), ("--broker-key", key)) if value]
+        if given:
+            raise BrokerError(f"{given[0]} is for an external --broker HOST:PORT; {spec} makes a CA and "
+                              f"certificates of its own (--broker-tls server|mutual)")
+        return (AmqttBroker if spec == "amqtt" else MosquittoBroker)(lan=lan, tls_mode=tls)
     creds, _, address = spec.rpartition("@")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BrokerError(f"--broker {spec!r}: expected amqtt, mosquitto or [USER:PASSWORD@]HOST:PORT")
     user, _, password = creds.partition(":")
     credentials = (user, Secret(password)) if ":" in creds else None
-    return ExternalBroker(host=host.strip("[]"), port=int(port), credentials=credentials)
+    provided = None
+    if tls is None and (ca or cert or key):
+        raise BrokerError("--broker-ca, --broker-cert and --broker-key need --broker-tls server (or mutual)")
+    if tls is not None:
+        if not ca:
+            raise BrokerError(f"--broker-tls with an external broker needs --broker-ca FILE: the CA certificate "
+                              f"(PEM) that signed {host}'s certificate, which boards verify it against")
+        if (tls == "mutual") != bool(cert or key):
+            raise BrokerError("--broker-tls mutual needs --broker-cert and --broker-key (the client certificate the "
+                              "broker accepts); --broker-tls server takes neither")
+        provided = ProvidedTls(ca, cert, key)
+    return ExternalBroker(host=host.strip("[]"), port=int(port), credentials=credentials, tls_mode=tls, tls=provided)

@@ -1,14 +1,17 @@
-"""The harness's own small blocking MQTT 3.1.1/5 client: capture on external brokers, commands, probes."""
+"""The harness's own small blocking MQTT 3.1.1/5 client: capture on external brokers, commands, probes;
+over plain TCP or TLS."""
 
 from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import struct
 import threading
 
 from ..errors import MqttError
 from .listener import Listener
+from .tls_stream import TlsStream
 
 
 def _varint(n: int) -> bytes:
@@ -29,17 +32,21 @@ class MqttClient:
     """A small blocking MQTT 3.1.1/5 client for the harness itself: capture, commands, probes.
 
     A reader thread answers acks and pings and hands each PUBLISH to `on_message` (same signature
-    as a broker `Listener`); publish/subscribe wait for their acks.
+    as a broker `Listener`); publish/subscribe wait for their acks. With `tls` (a client-side
+    ssl.SSLContext: the CA, and a client certificate for mutual TLS) the session runs over TLS,
+    the broker's certificate checked against `server_hostname` (default: `host`).
     """
 
     def __init__(self, host: str, port: int, client_id: str, username: str | None = None,
                  password: str | None = None, protocol: int = 4, keepalive: int = 60, clean: bool = True,
                  on_message: Listener | None = None, will: tuple[str, bytes, int, bool] | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, tls: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.username, self.password, self.protocol = username, password, protocol
         self.keepalive, self.clean, self.on_message, self.will, self.timeout = keepalive, clean, on_message, will, timeout
-        self._sock: socket.socket | None = None
+        self.tls, self.server_hostname = tls, server_hostname
+        self._sock: socket.socket | TlsStream | None = None
         self._send_lock = threading.Lock()
         self._ids = itertools.cycle(range(1, 65536))
         self._waiters: dict[tuple[int, int], list] = {}  # (packet type, id) -> [Event, payload]
@@ -95,6 +102,8 @@ class MqttClient:
         except OSError as exc:
             raise MqttError(f"cannot connect to MQTT broker {self.host}:{self.port}: {exc.strerror or exc}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            self._start_tls()
         flags = 0x02 if self.clean else 0
         payload = _utf8(self.client_id)
         if self.will:
@@ -111,12 +120,17 @@ class MqttClient:
         try:
             self._send(0x10, body + payload)
             kind, reply = self._read_packet()
+        except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows only now
+            self._sock.close()
+            raise self._tls_error(exc) from None
         except OSError as exc:
             self._sock.close()
             if self.protocol == 5:  # a 3.1.1-only broker may just hang up on MQTT 5
                 self.protocol = 4
                 return self.connect()
-            raise MqttError(f"MQTT broker {self.host}:{self.port} closed the connection during CONNECT ({exc})") from None
+            # A TLS 1.3 broker refuses a client certificate after the handshake, and amqtt just hangs up.
+            hint = "; a mutual-TLS broker does so to a client without an accepted certificate" if self.tls else ""
+            raise MqttError(f"MQTT broker {self.host}:{self.port} closed the connection during CONNECT ({exc}){hint}") from None
         code = reply[1] if len(reply) > 1 else 255
         if kind >> 4 != 2 or code != 0:
             self._sock.close()
@@ -130,6 +144,29 @@ class MqttClient:
         self._reader = threading.Thread(target=self._read_loop, name=f"hil-mqtt-{self.client_id}", daemon=True)
         self._reader.start()
         return self
+
+    def _start_tls(self) -> None:
+        stream = TlsStream(self._sock, self.tls, self.server_hostname or self.host)
+        try:
+            stream.handshake()
+        except (ssl.SSLError, ConnectionError, socket.timeout) as exc:
+            stream.close()
+            raise self._tls_error(exc) from None
+        self._sock = stream
+
+    def _tls_error(self, exc: Exception) -> MqttError:
+        """One line on why TLS failed, with a hint at the usual cause."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why = f"the broker's certificate did not verify ({exc.verify_message})"
+        elif isinstance(exc, ssl.SSLError) and "CERTIFICATE_REQUIRED" in (exc.reason or ""):
+            why = "the broker requires a client certificate (mutual TLS) and none was given"
+        elif isinstance(exc, ssl.SSLError) and exc.reason:
+            why = exc.reason.lower().replace("_", " ")
+        elif isinstance(exc, socket.timeout):
+            why = f"no answer within {self.timeout} s (is this port TLS?)"
+        else:
+            why = f"{exc}; is this port TLS?"
+        return MqttError(f"TLS with MQTT broker {self.host}:{self.port} failed for client {self.client_id!r}: {why}")
 
     def _read_loop(self) -> None:
         try:

@@ -1,6 +1,8 @@
 """Network faults between a board and its broker or HTTP endpoint: a TCP proxy whose latency,
-bandwidth, cuts, blackholes, refusals and dropped or corrupted bytes a test switches on."""
+bandwidth, cuts, blackholes, refusals and dropped or corrupted bytes a test switches on; and a
+UDP proxy (MQTT-SN) whose loss, duplication, reordering, delay and silence it switches on."""
 
 from .proxy import Fault, FaultProxy, ProxyStats, Schedule
+from .udp import UdpFault, UdpFaultProxy, UdpStats
 
-__all__ = ["Fault", "FaultProxy", "ProxyStats", "Schedule"]
+__all__ = ["Fault", "FaultProxy", "ProxyStats", "Schedule", "UdpFault", "UdpFaultProxy", "UdpStats"]

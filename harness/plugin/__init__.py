@@ -16,15 +16,21 @@ from .. import tempdirs
 # Aliased: the fixtures re-exported below include ones named `board` and `bench`.
 from . import bench as bench_area, board as board_area, firmware as firmware_area, fuzz as fuzz_area
 from . import mqtt as mqtt_area, netfault as netfault_area, sim as sim_area
+from . import fleet as fleet_area, roles as roles_area
+from . import mqttsn as mqttsn_area
+from . import docker as docker_area, netns as netns_area
+from .mutate import pytest_cmdline_main  # noqa: F401  a hook: --hil-mutate, and hil mutate's child runs
 from .artifacts import ArtifactHooks, folder_of
 from .options import add_options, parse_options
 
-_FIXTURE_MODULES = (board_area, sim_area, mqtt_area, netfault_area, firmware_area, bench_area, fuzz_area)
+_FIXTURE_MODULES = (board_area, sim_area, mqtt_area, netfault_area, mqttsn_area, firmware_area, bench_area,
+                    fuzz_area, docker_area, netns_area,
+                    roles_area, fleet_area)
 for _module in _FIXTURE_MODULES:
     globals().update({name: value for name, value in vars(_module).items()
                       if hasattr(value, "_fixture_function_marker") or hasattr(value, "_pytestfixturefunction")})
 
-MARKERS = [*board_area.MARKERS, *bench_area.MARKERS, *fuzz_area.MARKERS]
+MARKERS = [*board_area.MARKERS, *roles_area.MARKERS, *bench_area.MARKERS, *fuzz_area.MARKERS]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,4 +1,6 @@
-"""pytest fixtures of the board layer: `board`, `firmware_dir`, `hil_artifacts`; marker skips."""
+"""pytest fixtures of the board layer: `board`, `firmware_dir`, `hil_artifacts`; marker skips
+(the run's board kind, and roles of multi-board tests without a board on this bench); the
+consoles a failing test's report shows."""
 
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from .options import options
 
 CONSOLE_KEY = pytest.StashKey["Board"]()
 _START_KEY = pytest.StashKey[int]()
+_ROLE_CONSOLES_KEY = pytest.StashKey[dict]()  # role -> (board, console length when watched)
 
 MARKERS = [
     "board(kind): run only on this kind of board (unix or serial)",
     "requires_hardware: needs a real board (--board serial:PORT)",
-    "requires_sim: needs the simulator (--board unix)",
+    "requires_sim(*roles): needs the simulator (--board unix); with role names, needs those roles "
+    "of a multi-board test simulated",
     "firmware(path): the firmware folder this test deploys (relative: to the rootdir), unless "
     "--firmware overrides it",
     "sim(time=, profile=, **options): how the simulated board runs this test (time: real|fast|stepped)",
@@ -136,12 +140,31 @@ def check_firmware(path: Path) -> None:
         raise FirmwareError(f"firmware folder {path} has no main.py")
 
 
-def console_of(item: pytest.Item) -> str | None:
-    """The console text a test's board printed during the test, if it had a board."""
+def watch_role_consoles(item: pytest.Item, boards: dict[str, Board]) -> None:
+    """Show these boards' consoles (from now on), one section per role, in the failure report."""
+    item.stash[_ROLE_CONSOLES_KEY] = {role: (b, len(b.console.text)) for role, b in boards.items()}
+
+
+def console_of(item: pytest.Item, limit: int = 20000) -> str | None:
+    """The console text a test's board printed during the test, if it had a board; with roles,
+    each role's under its name (the tail of each, `limit` characters in all)."""
     the_board = item.stash.get(CONSOLE_KEY, None)
-    if the_board is None:
-        return None
-    return the_board.console.text[item.stash.get(_START_KEY, 0):]
+    roles = item.stash.get(_ROLE_CONSOLES_KEY, {})
+    single = the_board.console.text[item.stash.get(_START_KEY, 0):] if the_board is not None else None
+    if not roles:
+        return single
+    share = limit // (len(roles) + (single is not None))
+    parts = [f"--- board ---\n{single[-share:]}"] if single is not None else []
+    parts += [f"--- {role}: {b.name} ---\n{b.console.text[start:][-share:]}" for role, (b, start) in roles.items()]
+    return "\n".join(parts)
+
+
+def marked_roles(item: pytest.Item) -> list[str]:
+    """The roles a test's @pytest.mark.boards(...) names (keywords, or bare names)."""
+    marker = item.get_closest_marker("boards")
+    if marker is None:
+        return []
+    return [*(str(a) for a in marker.args), *marker.kwargs]
 
 
 def skip_by_marker(item: pytest.Item) -> None:
@@ -154,5 +177,16 @@ def skip_by_marker(item: pytest.Item) -> None:
             pytest.skip(f"needs a {wanted} board; this run uses --board {spec.text}")
     if item.get_closest_marker("requires_hardware") and spec.kind != "serial":
         pytest.skip("needs a real board: run with --board serial:PORT")
-    if item.get_closest_marker("requires_sim") and spec.kind != "unix":
+    assignment = options(item.config).board_roles
+    for role in marked_roles(item):
+        if assignment.spec_for(role) is None:
+            pytest.skip(assignment.why_absent(role))
+    needs_sim = item.get_closest_marker("requires_sim")
+    if needs_sim is not None and needs_sim.args:
+        for role in needs_sim.args:
+            role_spec = assignment.spec_for(str(role))
+            if role_spec is None or role_spec.kind != "unix":
+                pytest.skip(f"needs role {role!r} simulated: it is on {role_spec} in this run, a real board "
+                            "whose inputs the test cannot set")
+    elif needs_sim is not None and spec.kind != "unix":
         pytest.skip("needs the simulator (--board unix): a real board cannot fake its inputs")

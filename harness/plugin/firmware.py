@@ -15,7 +15,7 @@ import pytest
 
 from ..board.board import Board
 from ..deploy.device_config import build_config
-from ..deploy.config_files import Endpoints, render
+from ..deploy.config_files import DeviceTls, Endpoints, render
 from ..deploy.firmware import Device, Firmware
 from ..secret import secret
 from .options import options
@@ -41,6 +41,9 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, broker: Any) ->
     - `firmware`: another firmware folder (a path, e.g. one built in tmp_path, or a Firmware).
     - `via`: something with .host/.port (a netfault proxy) the board dials instead of the broker;
       `cloud`: an HTTP endpoint with .url; `extra`: firmware settings (config "extra").
+    On a TLS broker (--broker-tls) the board gets its CA and, under mutual TLS, a certificate
+    and key of its own (made for its client id): in /hil_config.json's mqtt.tls and as the
+    config templates' TLS placeholders (config_files.py).
     The Device names the client id and the topics: device.topic("telemetry").
     """
     wifi = options(request.config).wifi
@@ -56,13 +59,15 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, broker: Any) ->
         prefix = f"hil/{cid}"
         target = via if via is not None else broker
         user, password = getattr(broker, "credentials", None) or (None, None)
+        tls = _device_tls(broker, cid)
         endpoints = Endpoints(host=target.host, port=target.port, client_id=cid, user=user,
                               password=secret(password), keepalive=keepalive, topic_prefix=prefix,
                               wifi_ssid=wifi[0] if wifi else None, wifi_password=wifi[1] if wifi else None,
-                              cloud_url=cloud.url if cloud is not None else None, extra=dict(extra or {}))
+                              cloud_url=cloud.url if cloud is not None else None, extra=dict(extra or {}),
+                              tls=tls)
         cfg = build_config(_Endpoint(target.host, target.port, (user, password) if user else None), cid,
                            wifi=wifi, cloud_url=endpoints.cloud_url, keepalive=keepalive,
-                           topic_prefix=prefix, extra=extra)
+                           topic_prefix=prefix, extra=extra, tls=tls)
         templates = {**chosen.config_files, **(files or {})}
         rendered = {name: render(name, template, endpoints) for name, template in templates.items()}
         if board.sim is not None and "telemetry" in request.fixturenames:
@@ -72,6 +77,17 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, broker: Any) ->
                       topics={**chosen.topics, **(topics or {})})
 
     return start
+
+
+def _device_tls(broker: Any, client_id: str) -> DeviceTls | None:
+    """The broker's TLS as one board needs it: its CA and, under mutual TLS, a certificate for
+    this client id. The name to verify is the broker's own, also when the board dials a proxy."""
+    tls = getattr(broker, "tls", None)
+    if tls is None:
+        return None
+    cert = tls.client_cert(client_id) if tls.mutual else None
+    return DeviceTls(ca_cert=tls.ca_pem, server_name=broker.host,
+                     client_cert=cert.cert_pem if cert else None, client_key=cert.key_pem if cert else None)
 
 
 class _Endpoint:

@@ -1,7 +1,9 @@
 """pytest fixtures for the broker, the telemetry recorder and the HTTP cloud.
 
 Options: --broker amqtt|mosquitto|[USER:PASSWORD@]HOST:PORT, --broker-scope session|function,
---broker-lan (listen on the LAN with generated credentials, for real boards on a bench).
+--broker-lan (listen on the LAN with generated credentials, for real boards on a bench),
+--broker-tls server|mutual (TLS only; an external broker's CA and client certificate from
+--broker-ca, --broker-cert, --broker-key).
 Each test's traffic is saved as telemetry.jsonl in the test's artifact folder.
 """
 
@@ -14,12 +16,14 @@ from typing import Callable, Iterator
 import pytest
 
 from ..mqtt.broker import Broker, BrokerError, MosquittoBroker, make_broker
+from ..mqtt.docker_broker import is_docker_spec
 from ..board.unix_port import Launch, find_micropython
 from ..cloud import Cloud
 from ..deploy import packages
 from ..mqtt.telemetry import Telemetry
 from ..secret import reveal
 from ..tether import Tether
+from .docker import start_docker_broker
 from .options import options
 
 
@@ -28,7 +32,10 @@ def _make(config: pytest.Config) -> Broker:
     if opts.broker == "mosquitto" and (reason := MosquittoBroker.available()):
         pytest.skip(f"--broker mosquitto: {reason}")
     try:
-        return make_broker(opts.broker, lan=opts.broker_lan).start()
+        if is_docker_spec(opts.broker):  # --broker docker:IMAGE (its own module: it builds on ExternalBroker)
+            return start_docker_broker(config)
+        return make_broker(opts.broker, lan=opts.broker_lan, tls=opts.broker_tls, ca=opts.broker_ca,
+                           cert=opts.broker_cert, key=opts.broker_key).start()
     except BrokerError as exc:
         raise pytest.UsageError(str(exc)) from None
 

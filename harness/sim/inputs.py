@@ -242,8 +242,20 @@ class WifiHandle:
             cfg["scan"] = [list(s) for s in scan]
         self.sim.inputs.configure_wifi(cfg)
 
-    def drop(self, refuse_for: float = 0.0) -> None:
-        """The link drops now and the AP refuses reconnects for `refuse_for` board seconds."""
-        if refuse_for < 0:
-            raise SimulatorError(f"wifi.drop: refuse_for must be >= 0, got {refuse_for}")
+    def drop(self, refuse_for: float | None = 0.0) -> None:
+        """The link drops now, as when the access point goes away, and the AP refuses
+        reconnects for `refuse_for` board seconds (None: until `restore()`).
+
+        As on the chip: the firmware's open connections are lost (their next read or write
+        raises OSError ECONNABORTED, then ENOTCONN), connects fail (EHOSTUNREACH) and names do
+        not resolve (OSError -202) until the link is back, `connect_s` after the AP is; the
+        real connections go quiet, so the broker fires a last will after 1.5 x keepalive.
+        The outage outlasts resets of the board."""
+        if refuse_for is not None and not refuse_for >= 0:
+            raise SimulatorError(f"wifi.drop: refuse_for must be >= 0 (or None), got {refuse_for}")
         self.sim.inputs.drop_wifi(refuse_for)
+
+    def restore(self) -> None:
+        """The access point is back now (ending a drop early, or one with refuse_for=None):
+        the board has its link again `connect_s` later, and the firmware can reconnect."""
+        self.sim.inputs.restore_wifi()

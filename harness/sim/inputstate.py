@@ -2,11 +2,11 @@
 change them.
 
 Pin levels, ADC volts, attached I2C parts with their values and trimming, failed parts, bytes
-fed to UART/SPI, the access point's configuration. Each launch receives all of them in its boot
-record, so inputs survive resets; each change is also forwarded at once to the board running
-now. The Simulator (channel, boot record) and the test-facing handles (inputs.py) share one
-InputState: the handles change inputs only through its methods, and its lock is the
-simulator's, so a boot record and the changes around it never interleave.
+fed to UART/SPI, the access point's configuration and outage. Each launch receives all of them
+in its boot record, so inputs survive resets; each change is also forwarded at once to the
+board running now. The Simulator (channel, boot record) and the test-facing handles
+(inputs.py) share one InputState: the handles change inputs only through its methods, and its
+lock is the simulator's, so a boot record and the changes around it never interleave.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class InputState:
         self._failed: dict[int, str] = {}
         self._uart_rx: dict[int, bytearray] = {}
         self._wifi: dict[str, Any] = {"connect_s": wifi_connect_s, "networks": None, "scan": []}
+        self._wifi_changes = 0  # drops and restores sent: the board's report of the latest counts
 
     def boot_fields(self) -> dict[str, Any]:
         """The inputs as the boot record carries them (call with `lock` held: the dicts are live
@@ -107,7 +108,26 @@ class InputState:
             self._wifi.update(cfg)
             self._send({"t": "wifi", "cfg": cfg}, False)
 
-    def drop_wifi(self, refuse_for: float) -> None:
-        """The link drops now and the AP refuses reconnects for `refuse_for` board seconds: an
-        event on the running board, not an input later launches get (SimulatorError: no board)."""
-        self._send({"t": "wifi_drop", "refuse_s": refuse_for}, True)
+    def drop_wifi(self, refuse_for: float | None) -> None:
+        """The link drops now and the AP refuses reconnects for `refuse_for` board seconds
+        (None: until restore_wifi). The drop happens on the running board (SimulatorError: no
+        board), which stamps it with its clock and reports it back (note_wifi_outage) for
+        later launches: the outage outlasts a reset."""
+        with self.lock:
+            self._wifi_changes += 1
+            self._send({"t": "wifi_drop", "refuse_s": refuse_for, "n": self._wifi_changes}, True)
+
+    def restore_wifi(self) -> None:
+        """The access point is back now. Without a board running, the next launch finds it."""
+        with self.lock:
+            self._wifi_changes += 1
+            if self._wifi.get("dropped_at") is not None:
+                self._wifi["refuse_until"] = 0  # until the board reports its own clock's "now"
+            self._send({"t": "wifi_restore", "n": self._wifi_changes}, False)
+
+    def note_wifi_outage(self, n: int, dropped_at: int | None, refuse_until: int) -> None:
+        """The board's report of the outage in board microseconds, after drop or restore
+        number `n`; an older report (a later change is on its way) is ignored."""
+        with self.lock:
+            if n == self._wifi_changes:
+                self._wifi.update(dropped_at=dropped_at, refuse_until=refuse_until)

@@ -459,6 +459,8 @@ class Simulator:
                 self._send({"t": "reset_ack"})  # the board waits for this before it exits
             elif t == "err":
                 self.errors.append(m["msg"])
+            elif t == "wifi_outage":
+                self.inputs.note_wifi_outage(m["n"], m["dropped_at"], m["refuse_until"])
             if "c" in m:
                 self.board_time_us = max(self.board_time_us, m["c"])
             self._changed.notify_all()

@@ -1,12 +1,47 @@
-# The device's link to the cloud: WiFi station + MQTT session, reconnecting with capped
-# exponential backoff. Never blocks longer than one socket timeout: the main loop stays alive
-# (and feeds the watchdog) through any outage.
+# The device's link to the cloud: WiFi station + MQTT session (over TLS when the config has
+# mqtt.tls), reconnecting with capped exponential backoff. Never blocks longer than one socket
+# timeout: the main loop stays alive (and feeds the watchdog) through any outage.
+import sys
 import time
 
 import network
 from umqtt.simple import MQTTClient
 
 SOCKET_TIMEOUT_S = 5
+
+
+def _der(pem):
+    # PEM text -> DER: mbedTLS in some MicroPython builds (the unix port's) parses only DER.
+    import binascii
+    body = "".join(line for line in pem.split("\n") if line and not line.startswith("-----"))
+    return binascii.a2b_base64(body)
+
+
+class _Tls:
+    """What umqtt.simple wraps its socket with: the CA (and client certificate) from the config.
+
+    umqtt.simple >= 1.4 calls ssl.wrap_socket(sock, server_hostname=...) on the object passed
+    as ssl=; <= 1.3.4 (the one on PyPI) imports `ussl` and calls ussl.wrap_socket(sock, ...),
+    and MicroPython >= 1.23 has no ussl, so this object stands in for that module too. It keeps
+    the TCP socket: timeouts and TCP_NODELAY are set there, as the TLS socket has no such methods.
+    """
+
+    def __init__(self, tls, host):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.load_verify_locations(cadata=_der(tls["ca"]))
+        if tls.get("cert"):
+            self.ctx.load_cert_chain(_der(tls["cert"]), _der(tls["key"]))
+        # The name in the broker's certificate: the broker's own even when we dial a proxy.
+        self.server_hostname = tls.get("server_hostname") or host
+        self.raw = None
+
+    def wrap_socket(self, sock, server_hostname=None, **_ignored):
+        sock.setsockopt(6, 1, 1)  # TCP_NODELAY: umqtt writes a packet in pieces, each a TLS record
+        sock.settimeout(SOCKET_TIMEOUT_S)
+        self.raw = sock
+        return self.ctx.wrap_socket(sock, server_hostname=self.server_hostname)
 
 
 class Link:
@@ -25,6 +60,9 @@ class Link:
         self.failures = 0
         self.wlan = network.WLAN(network.STA_IF)
         self.last_ping = time.ticks_ms()
+        m = cfg["mqtt"]
+        self.tls = _Tls(m["tls"], m["host"]) if m.get("tls") else None
+        self.raw = None  # the TCP socket under the MQTT session (under TLS when there is TLS)
 
     @property
     def up(self):
@@ -55,12 +93,16 @@ class Link:
             self._wifi()
             m = self.cfg["mqtt"]
             client = MQTTClient(m["client_id"], m["host"], port=m["port"], user=m.get("user"),
-                                password=m.get("password"), keepalive=m.get("keepalive", 30))
+                                password=m.get("password"), keepalive=m.get("keepalive", 30),
+                                ssl=self.tls or False)
+            if self.tls is not None and hasattr(client, "ssl_params"):
+                sys.modules["ussl"] = self.tls  # umqtt.simple <= 1.3.4: see _Tls
             client.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
             client.set_callback(self._deliver)
             client.connect(clean_session=False)
-            client.sock.setsockopt(6, 1, 1)  # TCP_NODELAY: umqtt writes a packet in pieces
-            client.sock.settimeout(SOCKET_TIMEOUT_S)
+            self.raw = self.tls.raw if self.tls is not None else client.sock
+            self.raw.setsockopt(6, 1, 1)  # TCP_NODELAY: umqtt writes a packet in pieces
+            self.raw.settimeout(SOCKET_TIMEOUT_S)
             self.client = client
             for topic in self.subscriptions:
                 client.subscribe(topic, qos=1)
@@ -100,7 +142,7 @@ class Link:
             return
         try:
             self.client.check_msg()
-            self.client.sock.settimeout(SOCKET_TIMEOUT_S)  # check_msg leaves the socket blocking
+            self.raw.settimeout(SOCKET_TIMEOUT_S)  # check_msg leaves the socket blocking
             keepalive_ms = self.cfg["mqtt"].get("keepalive", 30) * 1000
             if keepalive_ms and time.ticks_diff(time.ticks_ms(), self.last_ping) > keepalive_ms // 2:
                 self.client.ping()

@@ -8,8 +8,10 @@ CONFIG_FILE = "hil_config.json"
 def load(defaults):
     """A dict: `defaults` overlaid with the config file's mqtt/wifi/http/topic_prefix/extra."""
     cfg = {
+        # tls: None (plain MQTT) or {"ca": PEM, "cert": PEM or None, "key": PEM or None,
+        # "server_hostname": the name in the broker's certificate}
         "mqtt": {"host": "127.0.0.1", "port": 1883, "user": None, "password": None,
-                 "client_id": defaults.get("client_id", "esp32"), "keepalive": 30},
+                 "client_id": defaults.get("client_id", "esp32"), "keepalive": 30, "tls": None},
         "wifi": None,
         "http": None,
         "topic_prefix": "",
