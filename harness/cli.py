@@ -24,12 +24,10 @@ from .board.server import BoardServer
 from .board.spec import BoardSpec
 from .board.transport import ESP32_USB_IDS
 from .board.unix_port import find_micropython
-from .deploy.config_files import Endpoints, render
-from .deploy.device_config import build_config
+from .deploy.device_start import device_setup, device_tls, new_client_id
 from .deploy.firmware import Firmware
 from .errors import BoardException, HarnessError
 from .mqtt.broker import Broker, make_broker
-from .secret import secret
 from .sim.simulator import TIME_MODES, Simulator
 
 
@@ -126,6 +124,12 @@ class _TrafficView:
         return lines
 
 
+def _config_for(firmware: Firmware, broker: Broker, client_id: str) -> tuple[dict, dict[str, bytes]]:
+    """/hil_config.json and the firmware's own config files, as start_firmware writes them."""
+    setup = device_setup(firmware, broker, client_id, tls=device_tls(broker, client_id))
+    return setup.config, setup.files
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a firmware as start_firmware does: on a simulated ESP32 (wired as its manifest says),
     with an embedded broker, its config written; the console and the traffic shown live."""
@@ -142,13 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if board.sim is not None:
             firmware.wire(board.sim)
             _apply_inputs(board.sim, args.set)
-        client_id = args.client_id or f"{firmware.name.split('_')[0][:12]}-1"
-        user, password = broker.credentials or (None, None)
-        endpoints = Endpoints(host=broker.host, port=broker.port, client_id=client_id, user=user,
-                              password=secret(password), topic_prefix=f"hil/{client_id}")
-        config = build_config(broker, client_id, topic_prefix=endpoints.topic_prefix)
-        files = {name: render(name, template, endpoints) for name, template in firmware.config_files.items()}
-        run = firmware.start(board, config, files)
+        client_id = args.client_id or new_client_id(firmware.name)
+        run = firmware.start(board, *_config_for(firmware, broker, client_id))
         print(f"[hil] {firmware.name} on {board.name} as {client_id}; Ctrl-C stops", file=sys.stderr)
         shown = 0
         deadline = time.monotonic() + args.seconds if args.seconds else None

@@ -6,13 +6,10 @@
                           the boards' side is firmware_under_test/common/lib/hilsync.py)
     Fleet, FleetBoard     N simulated boards in parallel, checked each and all (fleet.py)
     TelemetryRouter       a Telemetry per board from one broker listener (router.py)
-    device_setup, start_device, new_client_id   starting a firmware pointed at the broker
-                          (device_start.py: what start_firmware, roles and fleets share)
     ensure_fds            room for a fleet's file descriptors (limits.py)
 """
 
 from .assign import BoardAssignment, split_role
-from .device_start import DeviceSetup, device_setup, device_tls, firmware_of, new_client_id, start_device
 from .fleet import Fleet, FleetBoard, apply_wiring, wire
 from .limits import ensure_fds
 from .router import TelemetryRouter
@@ -20,7 +17,6 @@ from .sync import Sync, SyncTimeout
 from .team import Boards, Role
 
 __all__ = [
-    "BoardAssignment", "Boards", "DeviceSetup", "Fleet", "FleetBoard", "Role", "Sync", "SyncTimeout",
-    "TelemetryRouter", "apply_wiring", "device_setup", "device_tls", "ensure_fds", "firmware_of",
-    "new_client_id", "split_role", "start_device", "wire",
+    "BoardAssignment", "Boards", "Fleet", "FleetBoard", "Role", "Sync", "SyncTimeout",
+    "TelemetryRouter", "apply_wiring", "ensure_fds", "split_role", "wire",
 ]

@@ -41,7 +41,7 @@ from ..deploy.firmware import Device, Firmware
 from ..errors import HarnessError, TelemetryError
 from ..mqtt.telemetry import Message, Telemetry, Where
 from ..sim.simulator import Simulator
-from .device_start import DeviceSetup, device_setup, device_tls, new_client_id
+from ..deploy.device_start import DeviceSetup, device_setup, device_tls, new_client_id
 from .launcher import QuickLauncher
 from .limits import ensure_fds
 from .router import TelemetryRouter

@@ -25,7 +25,7 @@ from ..board.board import Board
 from ..deploy import packages
 from ..deploy.firmware import LOCK_FILE, Device, Firmware
 from ..errors import HarnessError
-from .device_start import DeviceSetup, device_setup, device_tls, new_client_id, start_device
+from ..deploy.device_start import DeviceSetup, device_setup, device_tls, new_client_id, start_device
 from .sync import TEST_PARTY, Sync, device_settings, new_base
 
 

@@ -7,20 +7,15 @@ point a real board joins; the simulator needs none.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from ..board.board import Board
-from ..deploy.device_config import build_config
-from ..deploy.config_files import DeviceTls, Endpoints, render
+from ..deploy.device_start import device_setup, device_tls, firmware_of, new_client_id, start_device
 from ..deploy.firmware import Device, Firmware
-from ..secret import secret
 from .options import options
-
-_ids = itertools.count(1)
 
 
 @pytest.fixture
@@ -54,44 +49,12 @@ def start_firmware(request: pytest.FixtureRequest, board: Board, broker: Any) ->
         if firmware is None:  # the test's firmware (--firmware, the ini file, or its marker)
             chosen = request.getfixturevalue("firmware")
         else:
-            chosen = firmware if isinstance(firmware, Firmware) else Firmware(firmware)
-        cid = client_id or f"{chosen.name.split('_')[0][:12]}-{next(_ids)}"
-        prefix = f"hil/{cid}"
-        target = via if via is not None else broker
-        user, password = getattr(broker, "credentials", None) or (None, None)
-        tls = _device_tls(broker, cid)
-        endpoints = Endpoints(host=target.host, port=target.port, client_id=cid, user=user,
-                              password=secret(password), keepalive=keepalive, topic_prefix=prefix,
-                              wifi_ssid=wifi[0] if wifi else None, wifi_password=wifi[1] if wifi else None,
-                              cloud_url=cloud.url if cloud is not None else None, extra=dict(extra or {}),
-                              tls=tls)
-        cfg = build_config(_Endpoint(target.host, target.port, (user, password) if user else None), cid,
-                           wifi=wifi, cloud_url=endpoints.cloud_url, keepalive=keepalive,
-                           topic_prefix=prefix, extra=extra, tls=tls)
-        templates = {**chosen.config_files, **(files or {})}
-        rendered = {name: render(name, template, endpoints) for name, template in templates.items()}
-        if board.sim is not None and "telemetry" in request.fixturenames:
-            # Messages from this device carry the board's clock (rates asserted in board time).
-            request.getfixturevalue("telemetry").attach_board_clock(board.sim, cid)
-        return Device(board, chosen, chosen.start(board, cfg, rendered), cid, prefix,
-                      topics={**chosen.topics, **(topics or {})})
+            chosen = firmware_of(firmware)
+        cid = client_id or new_client_id(chosen.name)
+        setup = device_setup(chosen, broker, cid, via=via, cloud=cloud, extra=extra, keepalive=keepalive,
+                             files=files, topics=topics, wifi=wifi, tls=device_tls(broker, cid))
+        # With the test's telemetry, messages from this device carry the board's clock.
+        telemetry = request.getfixturevalue("telemetry") if "telemetry" in request.fixturenames else None
+        return start_device(board, chosen, setup, telemetry=telemetry)
 
     return start
-
-
-def _device_tls(broker: Any, client_id: str) -> DeviceTls | None:
-    """The broker's TLS as one board needs it: its CA and, under mutual TLS, a certificate for
-    this client id. The name to verify is the broker's own, also when the board dials a proxy."""
-    tls = getattr(broker, "tls", None)
-    if tls is None:
-        return None
-    cert = tls.client_cert(client_id) if tls.mutual else None
-    return DeviceTls(ca_cert=tls.ca_pem, server_name=broker.host,
-                     client_cert=cert.cert_pem if cert else None, client_key=cert.key_pem if cert else None)
-
-
-class _Endpoint:
-    """Where the board connects: the broker itself or a proxy in front of it (same credentials)."""
-
-    def __init__(self, host: str, port: int, credentials: Any):
-        self.host, self.port, self.credentials = host, port, credentials

@@ -9,7 +9,7 @@ and the firmware's own config files from their templates (deploy/config_files.py
 where this test's broker (or a fault proxy in front of it: `via`), WiFi and cloud are.
 `start_device` deploys the firmware with them and runs main.py; with `telemetry`, messages from
 a simulated board carry its clock. A fleet writes the same files straight into each simulated
-board's flash folder instead (fleet.py), which is the only difference.
+board's flash folder instead (fleet/fleet.py), which is the only difference.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..board.board import Board
-from ..deploy.config_files import Endpoints, render
-from ..deploy.device_config import build_config
-from ..deploy.firmware import Device, Firmware
+from .config_files import Endpoints, render
+from .device_config import build_config
+from .firmware import Device, Firmware
 from ..errors import HarnessError
 from ..secret import secret
 
@@ -73,7 +73,7 @@ def device_tls(broker: Any, client_id: str) -> Any:
     tls = getattr(broker, "tls", None)
     if tls is None:
         return None
-    from ..deploy.config_files import DeviceTls  # only a TLS broker gets here
+    from .config_files import DeviceTls  # only a TLS broker gets here
 
     cert = tls.client_cert(client_id) if tls.mutual else None
     return DeviceTls(ca_cert=tls.ca_pem, server_name=broker.host,
