@@ -29,6 +29,7 @@ from .device_config import CONFIG_FILE, dumps
 from ..board.board import Board, DeployReport
 from ..board.firmware_run import FirmwareRun
 from ..errors import FirmwareError
+from ..sim.wiring import apply_wiring
 from .. import tempdirs
 
 # Resolved package versions and hashes, kept beside manifest.json (commit it: reruns install
@@ -147,16 +148,7 @@ class Firmware:
     def wire(self, sim: Any) -> None:
         """Attach the manifest's wiring to a simulator: a bench as the firmware expects it, so
         `hil run` (and a test) starts from a board that has its sensors."""
-        wiring = self.wiring
-        manifest = self.path / "manifest.json"
-        try:
-            for part, values in wiring.get("sensors", {}).items():
-                name, _, address = part.partition("@")
-                sim.sensor(name, address=int(address, 0) if address else None).set(**values)
-            for pin, volts in wiring.get("adc", {}).items():
-                sim.adc(int(pin)).set(float(volts))
-        except (ValueError, TypeError, AttributeError) as e:
-            raise FirmwareError(f"{manifest}: wiring: {e}") from None
+        apply_wiring(sim, self.wiring, where=f"{self.path / 'manifest.json'}: wiring")
 
     def deploy(self, board: Board, config: dict | None = None,
                files: dict[str, bytes] | None = None) -> DeployReport:

@@ -10,7 +10,7 @@
 """
 
 from .assign import BoardAssignment, split_role
-from .fleet import Fleet, FleetBoard, apply_wiring, wire
+from .fleet import Fleet, FleetBoard, wire
 from .limits import ensure_fds
 from .router import TelemetryRouter
 from .sync import Sync, SyncTimeout
@@ -18,5 +18,5 @@ from .team import Boards, Role
 
 __all__ = [
     "BoardAssignment", "Boards", "Fleet", "FleetBoard", "Role", "Sync", "SyncTimeout",
-    "TelemetryRouter", "apply_wiring", "ensure_fds", "split_role", "wire",
+    "TelemetryRouter", "ensure_fds", "split_role", "wire",
 ]

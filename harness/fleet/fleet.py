@@ -41,6 +41,7 @@ from ..deploy.firmware import Device, Firmware
 from ..errors import HarnessError, TelemetryError
 from ..mqtt.telemetry import Message, Telemetry, Where
 from ..sim.simulator import Simulator
+from ..sim.wiring import apply_wiring
 from ..deploy.device_start import DeviceSetup, device_setup, device_tls, new_client_id
 from .launcher import QuickLauncher
 from .limits import ensure_fds
@@ -362,24 +363,3 @@ def wire(sim: Simulator, firmware: Firmware | None, wiring: Wiring | None = None
             firmware.wire(sim)
         if wiring:
             apply_wiring(sim, wiring, where)
-
-
-def apply_wiring(sim: Simulator, wiring: Wiring, where: str = "wiring") -> None:
-    """Set a simulator's inputs from a wiring dict (the manifest's format): "sensors" maps
-    "part@address" to its values, "adc" maps a pin to volts, "pins" a pin to a level."""
-    if not isinstance(wiring, dict):
-        raise HarnessError(f"{where}: a wiring dict ({{'sensors': ..., 'adc': ..., 'pins': ...}}), not "
-                           f"{type(wiring).__name__}")
-    unknown = set(wiring) - {"sensors", "adc", "pins"}
-    if unknown:
-        raise HarnessError(f"{where}: unknown key {', '.join(sorted(unknown))}; use sensors, adc, pins")
-    try:
-        for part, part_values in wiring.get("sensors", {}).items():
-            name, _, address = part.partition("@")
-            sim.sensor(name, address=int(address, 0) if address else None).set(**part_values)
-        for pin, volts in wiring.get("adc", {}).items():
-            sim.adc(int(pin)).set(volts)
-        for pin, level in wiring.get("pins", {}).items():
-            sim.pin(int(pin)).set(level)
-    except (ValueError, TypeError, AttributeError) as e:
-        raise HarnessError(f"{where}: {e}") from None

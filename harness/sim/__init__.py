@@ -15,6 +15,7 @@ from .profiles import Profile, known_profiles, load_profile
 from .protocol import (EXIT_BROWNOUT, EXIT_CODES, EXIT_DEEPSLEEP, EXIT_HARD_RESET, EXIT_SOFT_RESET,
                        EXIT_WDT, RESET_EXIT_CODES, ROM_RESET_LINES)
 from .simulator import TIME_MODES, Publish, Simulator, chip_heap_on_host, shim_heap_bytes
+from .wiring import apply_wiring
 
 __all__ = [
     "Simulator", "Publish", "TIME_MODES", "chip_heap_on_host", "shim_heap_bytes",
@@ -22,5 +23,5 @@ __all__ = [
     "SimulatorView", "InputState", "PartInfo", "part_info",
     "Profile", "load_profile", "known_profiles",
     "EXIT_CODES", "EXIT_HARD_RESET", "EXIT_SOFT_RESET", "EXIT_DEEPSLEEP", "EXIT_BROWNOUT",
-    "EXIT_WDT", "RESET_EXIT_CODES", "ROM_RESET_LINES",
+    "EXIT_WDT", "RESET_EXIT_CODES", "ROM_RESET_LINES", "apply_wiring",
 ]

@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 from ..errors import SimulatorError
 from .inputs import AdcHandle, ByteHandle, PartHandle, PinHandle, WifiHandle, part_info
-from .inputs import Signal  # noqa: F401  (importable from here as before; defined in inputs)
 from .inputstate import InputState
 from .profiles import SIM_ROOT, Profile, load_profile
 from .protocol import RESET_EXIT_CODES
