@@ -144,3 +144,17 @@ def test_capture_records_every_message_byte_exact_with_its_publisher_in_order(br
     ]
     assert [m.index for m in telemetry.messages] == list(range(len(telemetry.messages)))
     assert telemetry.retained("cap/#") == {"cap/d": b"kept", "cap/status": b"\x00offline"}
+
+
+def test_a_new_client_gets_no_retained_message_of_another_clients_filter(broker):
+    # Guards _PatchedAmqtt._publish_retained_messages_for_subscription: amqtt 0.12 replays, at
+    # every CONNECT, the retained messages of every filter any client holds.
+    holder = broker.client("holder").connect()
+    holder.subscribe("relay/state", qos=1)
+    holder.publish("relay/state", b"on", qos=1, retain=True)
+    stranger = raw_connect(broker, "stranger", keepalive=30, will=("stranger/will", b"x", 0, False))
+    stranger.settimeout(0.5)
+    with pytest.raises(socket.timeout):  # it subscribed to nothing: nothing may come
+        stranger.recv(64)
+    stranger.close()
+    holder.close()

@@ -266,13 +266,17 @@ class _PatchedAmqtt(_Amqtt):
 
     amqtt binds nothing itself (an "external" listener): `listen` owns the socket and hands each
     connection to amqtt's public `external_connected`, which lets restart close and reopen it.
-    Four private amqtt names remain, each where no public hook reaches an amqtt fault:
+    Five private amqtt names remain, each where no public hook reaches an amqtt fault:
       _initialize_client_session  the one point where a connection's handler and session are
                                   both known before its reader starts: keepalive enforcement,
                                   the DISCONNECT drain, muted pings, noting each publish's QoS
       _broadcast_message          where every message (wills too) enters routing: carries its
                                   publish QoS to the routing loop; capture records it here
       _run_broadcast, _broadcast_queue   the routing loop, for the QoS downgrade
+      _publish_retained_messages_for_subscription   at every CONNECT amqtt 0.12 calls it for every
+                                  filter ANY client holds, so a client got others' retained
+                                  messages (a relay's retained state reaching a weather station
+                                  that subscribed to nothing); here only the session's own filters
     """
 
     def __init__(self, config: dict, owner: "AmqttBroker") -> None:
@@ -291,6 +295,12 @@ class _PatchedAmqtt(_Amqtt):
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.external_connected(StreamReaderAdapter(reader), _ConnectionWriter(writer), "default")
+
+    async def _publish_retained_messages_for_subscription(self, subscription, session) -> None:
+        # A filter brings retained messages only to a session that holds it (see the class doc).
+        holders = self.subscriptions.get(subscription[0], [])
+        if any(holder is session for holder, _ in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
 
     @staticmethod
     def cut(handler) -> None:
