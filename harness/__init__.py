@@ -20,7 +20,11 @@ from typing import Any
 from .board.board import Board, DeployReport, open_board
 from .board.console import Console
 from .board.firmware_run import FirmwareRun
+from .board.server import BoardServer
 from .board.spec import BoardSpec
+from .board.unix_board import UnixBoard
+from .board.serial_board import SerialBoard
+from .board.sim_process import SimProcess
 from .board.unix_port import find_micropython
 from .cloud import Cloud, Reply, Request
 from .deploy import CONFIG_FILE, Device, Firmware, build_config, packages
@@ -28,12 +32,15 @@ from .errors import (BenchBudgetExceeded, BenchError, BoardConnectionError, Boar
                      BoardException, BoardMemoryError, BoardRebooted, BoardTimeout, BrokerError, CheckFailed,
                      CloudError, DifferenceFound, FirmwareError, FuzzBadReply, FuzzCrash, FuzzFailure, FuzzHang,
                      FuzzWrongReply, HarnessError, HarnessWarning, MicroPythonNotFound, MqttError, NetFaultError, PackageError,
-                     ProfileError, SimulatorError, TelemetryError)
+                     ProfileError, SimulatorError, SyncTimeout, TelemetryError)
 from .mqtt.broker import AmqttBroker, Broker, ExternalBroker, MosquittoBroker, make_broker
 from .mqtt.client import MqttClient
 from .mqtt.outage import Outage
 from .mqtt.telemetry import Message, Telemetry, topic_matches
+from .mqtt.docker_broker import DockerBroker
+from .mqttsn import Gateway, SnClient
 from .netfault.proxy import Fault, FaultProxy, ProxyStats, Schedule
+from .netfault.udp import UdpFaultProxy
 from .secret import Secret
 from .sim.inputs import Signal
 from .sim.profiles import Profile, known_profiles, load_profile
@@ -41,6 +48,7 @@ from .sim.simulator import TIME_MODES, Simulator
 
 # Loaded on first use (hypothesis is slow to import and only fuzzing needs it).
 _LAZY = {
+    "Boards": "fleet", "Fleet": "fleet", "FleetBoard": "fleet", "Role": "fleet", "Sync": "fleet",
     "BenchResult": "bench", "Calibration": "bench", "analyse": "bench", "calibrate": "bench",
     "latency": "bench", "probe": "bench",
     "Fuzzer": "fuzz", "Contract": "fuzz", "Differential": "fuzz", "RelayModel": "fuzz", "payloads": "fuzz",
@@ -48,13 +56,14 @@ _LAZY = {
 
 __all__ = [
     # boards
-    "Board", "BoardSpec", "Console", "DeployReport", "FirmwareRun", "find_micropython", "open_board",
+    "Board", "BoardServer", "BoardSpec", "Console", "DeployReport", "FirmwareRun", "SerialBoard", "SimProcess",
+    "UnixBoard", "find_micropython", "open_board",
     # the simulated ESP32
     "Profile", "Signal", "Simulator", "TIME_MODES", "known_profiles", "load_profile",
     # brokers, telemetry, the HTTP cloud, faults
-    "AmqttBroker", "Broker", "Cloud", "ExternalBroker", "Fault", "FaultProxy", "Message", "MosquittoBroker",
-    "MqttClient", "Outage", "ProxyStats", "Reply", "Request", "Schedule", "Telemetry", "make_broker",
-    "topic_matches",
+    "AmqttBroker", "Broker", "Cloud", "DockerBroker", "ExternalBroker", "Fault", "FaultProxy", "Gateway",
+    "Message", "MosquittoBroker", "MqttClient", "Outage", "ProxyStats", "Reply", "Request", "Schedule",
+    "SnClient", "Telemetry", "UdpFaultProxy", "make_broker", "topic_matches",
     # firmware on the board
     "CONFIG_FILE", "Device", "Firmware", "build_config", "packages",
     # secrets
@@ -67,7 +76,7 @@ __all__ = [
     "HarnessWarning",
     # ... or the firmware failed a check
     "CheckFailed", "BenchBudgetExceeded", "DifferenceFound", "FuzzBadReply", "FuzzCrash", "FuzzFailure",
-    "FuzzHang", "FuzzWrongReply", "TelemetryError",
+    "FuzzHang", "FuzzWrongReply", "SyncTimeout", "TelemetryError",
     # loaded on first use
     *_LAZY,
 ]

@@ -121,6 +121,10 @@ class CheckFailed(AssertionError):
     """Base of the failures that mean the firmware, not the harness, did something wrong."""
 
 
+class SyncTimeout(CheckFailed):
+    """A board (or the test) did not reach a barrier, or a shared value was not set, in time."""
+
+
 class TelemetryError(CheckFailed):
     """A telemetry check failed; the message ends with the recent traffic."""
 

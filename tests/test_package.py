@@ -127,7 +127,7 @@ def test_the_public_api_is_curated_and_resolves():
 
 
 def test_subpackages_name_their_exports():
-    for sub in ("board", "sim", "mqtt", "netfault", "deploy", "bench", "fuzz"):
+    for sub in ("board", "sim", "mqtt", "mqttsn", "netfault", "deploy", "bench", "fuzz", "fleet", "containers"):
         module = __import__(f"{NAME}.{sub}", fromlist=["__all__"])
         assert module.__all__, sub
         for name in module.__all__:

@@ -29,7 +29,8 @@ values may be null where noted)::
 
 Reading it on the device::
 
-    import json
+    import functools
+import json
     try:
         with open("/hil_config.json") as f:
             cfg = json.load(f)
@@ -39,6 +40,7 @@ Reading it on the device::
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -113,12 +115,21 @@ def build_config(broker: Any, client_id: str, *, wifi: tuple[str, str] | None = 
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    """The schema's validator, built once (checking the schema itself costs milliseconds, and a
+    fleet writes a config per board)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(SCHEMA)
+
+
 def dumps(config: dict) -> str:
     """The file's text (validated, so a bad config fails on the host, not on the board)."""
     import jsonschema
 
     try:
-        jsonschema.validate(config, SCHEMA)
+        _validator().validate(config)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.path) or "(root)"
         raise HarnessError(f"device config {CONFIG_FILE}: {where}: {exc.message}") from None

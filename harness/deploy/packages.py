@@ -30,6 +30,7 @@ import re
 import shutil
 import ssl
 import tarfile
+import threading
 import urllib.error
 import urllib.request
 import warnings
@@ -238,7 +239,8 @@ def _fetch(spec: str, version: str | None, only: str | None = None) -> tuple[str
 
 def _store(root: Path, name: str, version: str, files: dict[str, bytes], deps: list[str], source: str) -> Path:
     folder = root / name / version
-    tmp = root / name / f".{version}.partial-{os.getpid()}"
+    # Named by process and thread: two threads of one run (a fleet starting) may fetch at once.
+    tmp = root / name / f".{version}.partial-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(tmp, ignore_errors=True)
     for rel, data in files.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +360,7 @@ def ensure(specs: Iterable[str], cache: Path | str | None = None) -> Path:
     key = hashlib.sha256("\n".join(sorted(str(f) for f in folders)).encode()).hexdigest()[:16]
     lib = cache_dir(cache) / ".lib" / key
     if not (lib / ".complete").exists():
-        tmp = lib.with_name(f"{key}.partial-{os.getpid()}")
+        tmp = lib.with_name(f"{key}.partial-{os.getpid()}-{threading.get_ident()}")
         shutil.rmtree(tmp, ignore_errors=True)
         _copy_into(folders, tmp)
         (tmp / ".complete").write_text("")

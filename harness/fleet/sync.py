@@ -26,13 +26,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from ..errors import CheckFailed, HarnessError
+from ..errors import HarnessError, SyncTimeout
 
 TEST_PARTY = "test"
-
-
-class SyncTimeout(CheckFailed):
-    """A party did not reach a barrier, or a value was not set, in time."""
 
 
 def new_base() -> str:

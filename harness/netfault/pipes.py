@@ -73,8 +73,10 @@ def _await_answer(sock: socket.socket, spin_s: float = 100e-6) -> None:
     """Spin briefly for the peer's answer before the loop goes back to sleep: on an idle
     (virtual) machine, waking a sleeping thread costs more than a loopback round trip."""
     deadline = time.perf_counter() + spin_s
+    poller = select.poll()  # poll, not select: a process with a fleet holds descriptors past 1024
+    poller.register(sock, select.POLLIN)
     while time.perf_counter() < deadline:
-        if select.select((sock,), (), (), 0)[0]:
+        if poller.poll(0):
             return
 
 

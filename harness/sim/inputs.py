@@ -10,6 +10,8 @@ module does not import the simulator (which imports it).
 from __future__ import annotations
 
 import ast
+import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,21 +101,33 @@ def part_info(name: str, dirs: list[Path]) -> PartInfo:
     for d in dirs:
         path = d / f"{name}.py"
         if path.is_file():
-            lits: dict[str, Any] = {}
-            for node in ast.parse(path.read_text(), str(path)).body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
-                        isinstance(node.targets[0], ast.Name) and \
-                        node.targets[0].id in ("ADDRESSES", "RANGES", "TRIM"):
-                    lits[node.targets[0].id] = ast.literal_eval(node.value)
-            if not {"ADDRESSES", "RANGES"} <= set(lits):
-                raise SimulatorError(f"part file {path} must define ADDRESSES and RANGES literals")
-            return PartInfo(name, path, tuple(lits["ADDRESSES"]),
-                            {k: tuple(v) for k, v in lits["RANGES"].items()},
-                            {k: tuple(v) for k, v in lits.get("TRIM", {}).items()})
+            return _read_part(name, path, path.stat().st_mtime_ns)
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.py")
                     if not p.stem.startswith("_")})
     raise SimulatorError(f"unknown simulated part {name!r}: known parts are {', '.join(known)} "
                          f"(add one as a file in {dirs[-1]})")
+
+
+_PARSE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _read_part(name: str, path: Path, mtime_ns: int) -> PartInfo:
+    """A part file's literals, read once per version of the file (`mtime_ns` keys the cache).
+    Parsed under a lock: CPython 3.11's ast can fail when two threads parse at once (a fleet
+    wiring its boards), cpython#106905."""
+    with _PARSE_LOCK:
+        lits: dict[str, Any] = {}
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                    isinstance(node.targets[0], ast.Name) and \
+                    node.targets[0].id in ("ADDRESSES", "RANGES", "TRIM"):
+                lits[node.targets[0].id] = ast.literal_eval(node.value)
+        if not {"ADDRESSES", "RANGES"} <= set(lits):
+            raise SimulatorError(f"part file {path} must define ADDRESSES and RANGES literals")
+        return PartInfo(name, path, tuple(lits["ADDRESSES"]),
+                        {k: tuple(v) for k, v in lits["RANGES"].items()},
+                        {k: tuple(v) for k, v in lits.get("TRIM", {}).items()})
 
 
 class PinHandle:
