@@ -56,3 +56,4 @@ def test_a_stopped_server_leaves_no_board_process(served):
     server.wait(timeout=10)
     assert all(wait_gone(int(pid)) for pid in children)
     assert not os.path.exists(device)
+

@@ -71,6 +71,10 @@ class BoardServer:
         self._listener = socket.create_server((host, rfc2217_port))
         self.url = f"rfc2217://{host}:{self._listener.getsockname()[1]}"
         self._client: tuple[socket.socket, PortManager] | None = None
+        # Whether the board's last output ended at a prompt (raw ">", friendly ">>> "): a Ctrl-C
+        # then only clears the line, and must not leave a simulator interrupt pending that would
+        # strike the next program at its first shim call.
+        self._at_prompt = True
         self._lock = threading.Lock()  # writes to the board from the two client sides
         self._closed = threading.Event()
         self._wake_r, self._wake_w = os.pipe()  # wakes the selecting threads at close()
@@ -93,7 +97,7 @@ class BoardServer:
                 pass  # the board is relaunching: the client retries, as with a rebooting chip
 
     def _interrupt(self) -> None:
-        if self.board.sim is not None:
+        if self.board.sim is not None and not self._at_prompt:
             self.board.sim.interrupt()  # at the next simulator call: safe for the heap
         if _busy(self.board.port.pid):
             self.board.port.interrupt()  # SIGINT: code that calls no shim (while True: pass)
@@ -148,6 +152,7 @@ class BoardServer:
                 continue
             if not data:
                 continue
+            self._at_prompt = data.endswith((b">", b">>> ", b"... "))
             os.write(self._master, data)
             with self._lock:
                 client = self._client
