@@ -45,3 +45,24 @@ def test_unknown_broker_option_is_a_usage_error(pytester):
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--broker", "bogus")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*UsageError: --broker 'bogus': expected amqtt, mosquitto or*"])
+
+
+def test_broker_address_properties_logging_and_short_failures(pytester):
+    pytester.makepyfile(test_obs="""
+        def test_logged(broker, telemetry):
+            telemetry.publish("obs/t", b"hello")
+            telemetry.expect("obs/t")
+
+        def test_fails(telemetry):
+            telemetry.assert_rate("obs/none", every=1)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml", "out.xml", "--log-cli-level=INFO",
+                                           "--hil-artifacts", "arts", timeout=120)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*INFO*micropython_hil.telemetry*obs/t q1 hello*"])  # logged live
+    result.stdout.fnmatch_lines(["hil broker: mqtt://127.0.0.1:*(watch: mosquitto_sub -h 127.0.0.1 -p * -t '#' -v)*"])
+    failure = result.stdout.str().split("test_fails")[1]
+    assert "telemetry.py" not in failure  # the harness's frames are hidden: the test's line shows
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'name="hil messages recorded" value="1"' in xml and 'name="hil broker" value="mqtt://127.0.0.1:' in xml
+    assert (pytester.path / "arts" / "test_obs.py_test_logged" / "broker.txt").read_text().startswith("mqtt://")

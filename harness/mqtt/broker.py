@@ -736,12 +736,13 @@ class ExternalBroker(_SubscribingBroker):
 
 
 def make_broker(spec: str = "amqtt", lan: bool = False, tls: str | None = None, ca: str | Path | None = None,
-                cert: str | Path | None = None, key: str | Path | None = None) -> Broker:
+                cert: str | Path | None = None, key: str | Path | None = None, port: int = 0) -> Broker:
     """A broker from a --broker value: 'amqtt', 'mosquitto' or '[USER:PASSWORD@]HOST:PORT'.
 
     `tls` (--broker-tls): None, "server" or "mutual". amqtt and mosquitto make their own CA; an
     external broker's comes from `ca` (--broker-ca) and, for mutual TLS, `cert` and `key`
-    (--broker-cert, --broker-key), PEM files."""
+    (--broker-cert, --broker-key), PEM files. `port` (--broker-port): amqtt's or mosquitto's fixed
+    port, where a tool outside the test (mosquitto_sub, a bench board's config) must find it."""
     if tls not in (None, *TLS_MODES):
         raise BrokerError(f"--broker-tls {tls!r}: use one of {', '.join(TLS_MODES)}")
     if spec in ("amqtt", "mosquitto"):
@@ -749,7 +750,7 @@ def make_broker(spec: str = "amqtt", lan: bool = False, tls: str | None = None, 
         if given:
             raise BrokerError(f"{given[0]} is for an external --broker HOST:PORT; {spec} makes a CA and "
                               f"certificates of its own (--broker-tls server|mutual)")
-        return (AmqttBroker if spec == "amqtt" else MosquittoBroker)(lan=lan, tls_mode=tls)
+        return (AmqttBroker if spec == "amqtt" else MosquittoBroker)(lan=lan, tls_mode=tls, port=port)
     creds, _, address = spec.rpartition("@")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -67,6 +67,7 @@ class Outage:
 
     def assert_last_will(self, timeout: float = 0.0) -> Message:
         """The broker published the device's last will ("offline") during the outage."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         return self.telemetry.expect(self.status_topic, where=lambda m: m.payload == self.offline,
                                      since=self._since_start(), timeout=timeout)
 
@@ -75,6 +76,7 @@ class Outage:
 
         `timeout` (host seconds, default `within` plus a margin) bounds the wait itself.
         """
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         since = self._since_end()
         message = self.telemetry.expect(self.status_topic, where=lambda m: m.payload == self.online,
                                         since=since, timeout=timeout if timeout is not None else within + 10)
@@ -105,6 +107,7 @@ class Outage:
     def assert_resubscribed(self, command: Any, reply_topic: str, where: Where = None,
                             command_topic: str = "cmd", timeout: float = 10.0) -> Message:
         """A command sent after the outage is answered: the device subscribed again."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         self._since_end()
         return self.telemetry.request(self.device.topic(command_topic), command, self.device.topic(reply_topic),
                                       where=where, timeout=timeout)
@@ -115,6 +118,7 @@ class Outage:
         `min_after` arrived after it, and nothing is duplicated beyond what QoS 1 allows: a
         message in flight when the link died (its PUBACK lost) may arrive twice, so up to
         `in_flight` values first seen before the outage ended may repeat."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         full = self.device.topic(topic)
         self.telemetry.collect(min_after, full, since=self._since_end(), timeout=timeout)
         report = self.telemetry.sequence(full, field=field)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import statistics
 import threading
@@ -26,6 +27,9 @@ from .board_clock import BoardClock
 from .broker import Broker
 from .client import MqttClient
 from .topics import topic_matches
+
+# Every recorded message, as `pytest --log-cli-level=INFO` shows it live (caplog can assert on it).
+log = logging.getLogger("micropython_hil.telemetry")
 
 Where = Callable[["Message"], bool] | dict | None
 
@@ -99,6 +103,9 @@ class Telemetry:
         with self._cond:
             self._messages.append(Message(len(self._messages), time.time(), topic, payload, qos, retain, dup, client_id))
             self._cond.notify_all()
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s q%d%s %s", topic, qos, " retained" if retain else "",
+                     payload[:200].decode("utf-8", "replace"))
 
     def attach_board_clock(self, source: Any, client_id: str | None = None) -> None:
         """Take board times from a simulator's record of each PUBLISH the board wrote (topic and
@@ -225,6 +232,7 @@ class Telemetry:
     def collect(self, n: int, topic_filter: str = "#", where: Where = None, timeout: float = 5.0,
                 since: int | Message = 0) -> list[Message]:
         """Wait until `n` matching messages have been recorded; return the first `n`."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         start = since.index + 1 if isinstance(since, Message) else since
         deadline = time.monotonic() + timeout
         found: list[Message] = []
@@ -247,6 +255,7 @@ class Telemetry:
     def expect(self, topic_filter: str = "#", where: Where = None, timeout: float = 5.0,
                since: int | Message = 0, schema: dict | str | Path | None = None) -> Message:
         """The first matching message (waiting up to `timeout`); with `schema`, it must validate."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         message = self.collect(1, topic_filter, where, timeout, since)[0]
         if schema is not None:
             self.validate([message], schema)
@@ -255,6 +264,7 @@ class Telemetry:
     def expect_none(self, topic_filter: str = "#", where: Where = None, within: float = 1.0,
                     since: int | Message = 0) -> None:
         """Fail if a matching message arrives within `within` seconds."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         try:
             message = self.collect(1, topic_filter, where, within, since)[0]
         except TelemetryError:
@@ -264,6 +274,7 @@ class Telemetry:
     # ------------------------------------------------------------------ content
     def validate(self, messages: Iterable[Message] | str, schema: dict | str | Path, min_count: int = 1) -> list[Message]:
         """Every message (or every recorded one on a topic filter) is JSON valid against `schema`."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         batch = self.select(messages) if isinstance(messages, str) else list(messages)
         if len(batch) < min_count:
             raise self.fail(f"expected at least {min_count} message(s) to validate, got {len(batch)}")
@@ -284,6 +295,7 @@ class Telemetry:
         payload's `time_field` times `time_unit` seconds (default milliseconds) when given.
         Returns the intervals in seconds.
         """
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         if clock not in ("arrival", "board"):
             raise ValueError(f"assert_rate: clock must be 'arrival' or 'board', not {clock!r}")
         batch = self.select(topic_filter, since=since)
@@ -326,6 +338,7 @@ class Telemetry:
     def assert_sequence(self, topic_filter: str, field: str = "seq", min_count: int = 1,
                         since: int | Message = 0) -> list:
         """The counter field has no gaps and no duplicates; returns the values seen."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         report = self.sequence(topic_filter, field, since)
         if len(report["values"]) < min_count:
             raise self.fail(f"expected at least {min_count} message(s) on {topic_filter!r}, got {len(report['values'])}")
@@ -346,6 +359,7 @@ class Telemetry:
 
     def assert_retained(self, topic: str, payload: bytes | str | dict | None = None) -> bytes:
         """A retained message exists on `topic` (with this payload, or JSON subset for a dict)."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         found = self.retained(topic).get(topic)
         if found is None:
             raise self.fail(f"expected a retained message on {topic!r}, the broker holds none")
@@ -354,6 +368,7 @@ class Telemetry:
         return found
 
     def assert_not_retained(self, topic: str) -> None:
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         found = self.retained(topic).get(topic)
         if found is not None:
             raise self.fail(f"expected no retained message on {topic!r}, found {found[:200]!r}")
@@ -374,6 +389,7 @@ class Telemetry:
 
         Give `retained=True` to also require the will to be kept as the topic's retained state.
         """
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         where = None if payload is None else (lambda m: self._payload_is(m.payload, payload))
         message = self.collect(1, topic, where, timeout, since)[0]
         if retained:
@@ -400,6 +416,7 @@ class Telemetry:
     def request(self, topic: str, payload: bytes | str | dict | list, reply_topic: str, where: Where = None,
                 timeout: float = 5.0, qos: int = 1) -> Message:
         """Publish a command and wait for the device's reply on `reply_topic`."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         since = self.mark()
         self.publish(topic, payload, qos=qos)
         return self.expect(reply_topic, where=where, timeout=timeout, since=since)

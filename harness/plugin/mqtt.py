@@ -9,6 +9,7 @@ Each test's traffic is saved as telemetry.jsonl in the test's artifact folder.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,10 +35,24 @@ def _make(config: pytest.Config) -> Broker:
     try:
         if is_docker_spec(opts.broker):  # --broker docker:IMAGE (its own module: it builds on ExternalBroker)
             return start_docker_broker(config)
-        return make_broker(opts.broker, lan=opts.broker_lan, tls=opts.broker_tls, ca=opts.broker_ca,
-                           cert=opts.broker_cert, key=opts.broker_key).start()
+        broker = make_broker(opts.broker, lan=opts.broker_lan, tls=opts.broker_tls, ca=opts.broker_ca,
+                             cert=opts.broker_cert, key=opts.broker_key, port=opts.broker_port).start()
     except BrokerError as exc:
         raise pytest.UsageError(str(exc)) from None
+    _announce(config, broker)
+    return broker
+
+
+def _announce(config: pytest.Config, broker: Broker) -> None:
+    """Say where the broker listens, once it does, so mosquitto_sub can watch a test's traffic."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    # Brokers start inside a test's setup, whose output pytest captures: step outside it.
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line(f"hil broker: {broker.url} (watch: mosquitto_sub -h {broker.host} -p {broker.port} "
+                            "-t '#' -v" + (" -u USER -P PASSWORD" if broker.credentials else "") + ")")
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +81,19 @@ def broker(pytestconfig: pytest.Config, _hil_session_broker: Broker | None) -> I
 
 
 @pytest.fixture
-def telemetry(broker: Broker, hil_artifacts: Path) -> Iterator[Telemetry]:
-    """Every message routed during the test, with the domain checks; saved as telemetry.jsonl."""
+def telemetry(request: pytest.FixtureRequest, broker: Broker, hil_artifacts: Path) -> Iterator[Telemetry]:
+    """Every message routed during the test, with the domain checks; saved as telemetry.jsonl
+    beside broker.txt (where the broker was); the count and broker are --junitxml properties."""
     recorder = Telemetry(broker)
+    hil_artifacts.mkdir(parents=True, exist_ok=True)
+    (hil_artifacts / "broker.txt").write_text(f"{broker.url}\n")
     try:
         yield recorder
     finally:
         recorder.close()
         recorder.save_jsonl(hil_artifacts / "telemetry.jsonl")
+        request.node.user_properties += [("hil broker", broker.url),
+                                         ("hil messages recorded", len(recorder.messages))]
 
 
 @pytest.fixture

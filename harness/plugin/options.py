@@ -77,6 +77,8 @@ _GROUPS: dict[str, list[_Option]] = {
     "MicroPython HIL: broker and telemetry": [
         _Option("broker", "amqtt", "MQTT broker: amqtt (embedded), mosquitto, [USER:PASSWORD@]HOST:PORT, or "
                 "docker:IMAGE[:TAG] (a container on the engine DOCKER_HOST names)", metavar="KIND"),
+        _Option("broker_port", 0, "a fixed port for the embedded amqtt or mosquitto broker (default: a free "
+                "one, printed at the start of the session)", kind="int", metavar="PORT"),
         _Option("broker_scope", "session", "one broker for the whole session or a fresh one per test",
                 kind="choice", choices=("session", "function")),
         _Option("broker_lan", False, "listen on the LAN (with generated credentials) so real boards "
@@ -190,6 +192,7 @@ class HilOptions:
     sim_time: str | None
     sim_profile: str | None
     broker: str
+    broker_port: int
     broker_scope: str
     broker_lan: bool
     broker_tls: str | None          # None, "server" or "mutual"
@@ -244,6 +247,7 @@ class HilOptions:
             sim_time=raw.text("sim_time") or None,
             sim_profile=raw.text("sim_profile") or None,
             broker=raw.text("broker"),
+            broker_port=raw.number("broker_port", int, minimum=0),
             broker_scope=raw.text("broker_scope"),
             broker_lan=raw.flag("broker_lan"),
             broker_tls=raw.text("broker_tls") or None,
