@@ -18,9 +18,12 @@ def run(pytester, *args):
 
 def test_index_cleaning_and_the_folder_in_failure_reports(pytester):
     pytester.makepyfile(test_arts=TESTS)
-    first = run(pytester)
+    first = run(pytester, "--junitxml", "out.xml")
     first.assert_outcomes(passed=1, failed=1)
     arts = pytester.path / "arts"
+    xml = (pytester.path / "out.xml").read_text()
+    assert f'name="hil artifacts" value="{arts / "test_arts.py_test_bad"}"' in xml
+    assert 'name="hil board" value="unix#' in xml and '(esp32)"' in xml
     first.stdout.fnmatch_lines(["*hil artifacts*", f"*{arts / 'test_arts.py_test_bad'}*", f"*hil artifacts: {arts / 'index.html'}*"])
     index = (arts / "index.html").read_text()
     assert "test_arts.py::test_good" in index and "test_arts.py::test_bad" in index

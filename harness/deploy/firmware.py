@@ -18,6 +18,7 @@ Layout the harness understands (all but main.py optional):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -139,6 +140,13 @@ class Firmware:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             raise FirmwareError(f"{self.path / 'manifest.json'}: package {spec} is not a file or folder")
+
+    def digest(self) -> str:
+        """sha256 over the folder's files (paths and contents): which firmware a report was made on."""
+        digest = hashlib.sha256()
+        for path in sorted(p for p in self.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(path.relative_to(self.path).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
 
     @property
     def wiring(self) -> dict[str, Any]:

@@ -104,6 +104,9 @@ def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Pa
             _module_board["board"] = the_board
     start = len(the_board.console.text)
     watch_console(request.node, the_board)
+    request.node.user_properties += [  # for --junitxml: which board ran it, where its files are
+        ("hil board", the_board.name if the_board.sim is None else f"{the_board.name} ({the_board.sim.profile.name})"),
+        ("hil artifacts", str(hil_artifacts))]
     try:
         yield the_board
     finally:

@@ -19,9 +19,11 @@ from .options import options
 
 
 @pytest.fixture
-def firmware(firmware_dir: Path) -> Firmware:
+def firmware(request: pytest.FixtureRequest, firmware_dir: Path) -> Firmware:
     """The firmware under test (--firmware DIR, or the test's @pytest.mark.firmware)."""
-    return Firmware(firmware_dir)
+    chosen = Firmware(firmware_dir)
+    request.node.user_properties += [("hil firmware", str(chosen.path)), ("hil firmware sha256", chosen.digest())]
+    return chosen
 
 
 @pytest.fixture
