@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ..deploy.firmware import Firmware
-from ..fleet.device_start import firmware_of
+from ..deploy.device_start import firmware_of
 from ..fleet.fleet import Fleet
 from .options import options
 

@@ -26,7 +26,7 @@ import pytest
 
 from ..board.board import Board
 from ..deploy.firmware import Firmware
-from ..fleet.device_start import firmware_of
+from ..deploy.device_start import firmware_of
 from ..fleet.fleet import wire
 from ..fleet.team import Boards
 from .board import close_board, make_simulator, marked_roles, watch_role_consoles
