@@ -42,3 +42,18 @@ def test_a_folder_the_harness_did_not_make_is_not_emptied(pytester):
     (mine / "my_notes.txt").write_text("keep me")
     run(pytester, "-k", "good").assert_outcomes(passed=1)
     assert (mine / "my_notes.txt").read_text() == "keep me"
+
+
+def test_artifacts_land_where_pytest_started_when_the_firmware_lies_elsewhere(pytester, tmp_path):
+    # A --firmware outside the test folder moves pytest's rootdir up to the common parent; the
+    # artifacts must stay under the directory pytest was started in.
+    firmware = tmp_path / "elsewhere" / "fw"
+    firmware.mkdir(parents=True)
+    (firmware / "main.py").write_text("print('hello from elsewhere')\n")
+    tests = pytester.mkdir("project")
+    (tests / "test_fw.py").write_text("def test_runs(start_firmware, board):\n    start_firmware().run.wait(5)\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", str(tests / "test_fw.py"), "--firmware",
+                                           str(firmware), timeout=120)
+    result.assert_outcomes(passed=1)
+    logs = list((pytester.path / ".hil-artifacts").rglob("console.log"))
+    assert len(logs) == 1 and "hello from elsewhere" in logs[0].read_text()

@@ -54,3 +54,16 @@ def test_deploy_writes_the_config_and_compiles_on_the_board():
         for path in ["app.py", "lib/link.py", "lib/settings.py"]:
             board.exec(f"compile(open({path!r}).read(), {path!r}, 'exec')")
         assert fw.deploy(board, config).uploaded == []
+
+
+def test_a_schema_that_is_not_json_is_one_line_naming_the_file(tmp_path):
+    from micropython_hil import Firmware, FirmwareError
+
+    (tmp_path / "main.py").write_text("")
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "reading.json").write_text('{"type": "object",,}')
+    with pytest.raises(FirmwareError) as caught:
+        Firmware(tmp_path).schema("reading")
+    message = str(caught.value)
+    assert message.startswith(f"schema file {tmp_path / 'schemas' / 'reading.json'} is not valid JSON: line 1")
+    assert "\n" not in message and caught.value.__cause__ is None

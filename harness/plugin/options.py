@@ -172,8 +172,11 @@ def add_options(parser: pytest.Parser) -> None:
                 group.addoption(opt.flag, dest=opt.name, default=None, metavar=opt.metavar,
                                 choices=opt.choices or None, help=opt.help + default_text)
             if opt.ini:
-                parser.addini(opt.ini_key, f"default of {opt.flag}", type="bool" if opt.kind == "bool" else "string",
-                              default=opt.default if opt.kind == "bool" else str(opt.default))
+                # The ini key's own default is empty, so an unset key is told from a set one (the
+                # option's default applies, relative to where pytest started, not to the rootdir).
+                parser.addini(opt.ini_key, f"default of {opt.flag} (default {opt.default})",
+                              type="bool" if opt.kind == "bool" else "string",
+                              default=opt.default if opt.kind == "bool" else "")
 
 
 @dataclass(frozen=True)
