@@ -22,10 +22,11 @@ def command(telemetry, device, payload, request_id):
     if isinstance(payload, dict):
         payload = dict(payload, id=request_id)
     return telemetry.request(device.topic("cmd"), payload, device.topic("reply"),
-                             where=lambda m: m.json().get("id") == request_id, timeout=10).json()
+                             where=lambda m: m.json().get("id") == request_id, timeout=5).json()
 
 
 def online(telemetry, device):
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
 
 
@@ -104,7 +105,7 @@ def test_malformed_commands_get_error_replies_and_the_node_survives(board, start
     for payload, error in MALFORMED:
         mark = telemetry.mark()
         telemetry.publish(device.topic("cmd"), payload)
-        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=10)
+        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=5)
         telemetry.validate([reply], firmware.schema("reply"))
         assert reply.json() == {"id": None, "ok": False, "error": error}, (payload, reply.json())
     assert command(telemetry, device, {"op": "ping"}, "alive")["pong"] is True
@@ -136,7 +137,7 @@ def test_refused_commands_are_answered_under_their_own_id_and_change_nothing(boa
     for bad_id in (True, 1.5, [1], {"a": 1}, None):
         mark = telemetry.mark()
         telemetry.publish(device.topic("cmd"), json.dumps({"id": bad_id, "op": "ping"}))
-        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=10).json()
+        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=5).json()
         assert reply == {"id": None, "ok": False, "error": "id must be a string or an integer"}, (bad_id, reply)
     assert command(telemetry, device, {"op": "get"}, "after")["relays"] == [False, False]
     if board.sim is not None:
@@ -153,7 +154,7 @@ def test_a_command_of_512_bytes_is_taken_and_513_refused(start_firmware, telemet
     for payload, ok in ((at_limit, True), (at_limit.replace(b'"pad": "', b'"pad": "y'), False)):
         mark = telemetry.mark()
         telemetry.publish(device.topic("cmd"), payload)
-        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=10).json()
+        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=5).json()
         if ok:
             assert reply["ok"] is True and reply["id"] == "big", reply
         else:
@@ -165,7 +166,7 @@ def test_a_command_of_512_bytes_is_taken_and_513_refused(start_firmware, telemet
 # code points past U+10FFFF and surrogates through) and its json turns a "\ud83d\ude00" escape
 # pair into two lone surrogates: the node checks and repairs both.
 ID_TEXT = [
-    (b"A\x7f", "A\x7f"),
+    (b"A\x7f", "A\x7f"), (b"a\\u0000b", "a\x00b"),
     (b"\xc2\x80", "\u0080"), (b"\xdf\xbf", "\u07ff"),
     (b"\xe0\xa0\x80", "\u0800"), (b"\xed\x9f\xbf", "\ud7ff"), (b"\xee\x80\x80", "\ue000"),
     (b"\xef\xbf\xbf", "\uffff"),
@@ -191,12 +192,12 @@ def test_ids_are_echoed_as_real_text(start_firmware, telemetry):
     for raw, text in ID_TEXT:
         mark = telemetry.mark()
         telemetry.publish(device.topic("cmd"), b'{"id": "' + raw + b'", "op": "ping"}')
-        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=10)
+        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=5)
         assert reply.json()["id"] == text and reply.json()["ok"] is True, (raw, reply.payload)
     for raw in ID_NOT_TEXT:
         mark = telemetry.mark()
         telemetry.publish(device.topic("cmd"), b'{"id": "' + raw + b'", "op": "ping"}')
-        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=10)
+        reply = telemetry.expect(device.topic("reply"), since=mark, timeout=5)
         assert reply.json() == {"id": None, "ok": False,
                                 "error": "id must be a string or an integer (valid text)"}, (raw, reply.payload)
 

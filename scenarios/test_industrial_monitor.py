@@ -27,16 +27,21 @@ def filtered_crossing(start_mv: int, level_mv: int, alpha: float, high_mv: int) 
 def status_board_s(sim, device, payload=b"online", after_s=0.0) -> float:
     """Board seconds at which the device published this status (the simulator's record)."""
     topic = device.topic("status")
-    found = [p.board_time_us / 1e6 for p in list(sim.publishes)
-             if p.topic == topic and p.payload_len == len(payload) and p.board_time_us / 1e6 >= after_s]
-    assert found, f"the board published no {payload!r} on {topic}"
-    return found[0]
+
+    def found():
+        return [p.board_time_us / 1e6 for p in list(sim.publishes)
+                if p.topic == topic and p.payload_len == len(payload) and p.board_time_us / 1e6 >= after_s]
+
+    # The simulator's record of a publish comes over its own channel: wait for it.
+    assert sim.wait_until(lambda: found(), timeout=10), f"the board published no {payload!r} on {topic}"
+    return found()[0]
 
 
 @pytest.mark.requires_sim
 def test_alarms_follow_the_signal_with_hysteresis(sim, start_firmware, telemetry, firmware):
     sim.adc(36).set(1.0)
     device = start_firmware(extra={"high_mv": 2000, "hysteresis_mv": 300})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     topic = device.topic("alarm")
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
     sim.adc(36).set(2.5)
@@ -59,6 +64,7 @@ def test_the_alarm_threshold_and_its_hysteresis_at_their_boundaries(sim, start_f
     and the node lives on through its batches."""
     sim.adc(36).set(2.2)
     device = start_firmware()
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     topic = device.topic("alarm")
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
     wait_board(2)
@@ -84,6 +90,7 @@ def test_an_alarm_reports_the_filtered_value_where_it_crossed(sim, start_firmwar
     sim.adc(36).set(1.0)
     extra = {"high_mv": 1500, "hysteresis_mv": 100, **({"alpha": alpha} if alpha else {})}
     device = start_firmware(extra=extra)
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     topic = device.topic("alarm")
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
     wait_board(1)  # sampling (it starts once online) has settled on 1000 mV
@@ -97,6 +104,7 @@ def test_an_alarm_reports_the_filtered_value_where_it_crossed(sim, start_firmwar
 def test_defaults_sample_at_1khz_and_upload_every_ten_seconds(sim, cloud, start_firmware, telemetry, firmware):
     sim.adc(36).set(1.2)
     device = start_firmware(cloud=cloud)
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     uploads = cloud.wait_for(4, path="/stats", method="POST", timeout=15)
     batches = [u.json()["batches"] for u in uploads]
     for request, sent in zip(uploads, batches):
@@ -120,7 +128,8 @@ def test_defaults_sample_at_1khz_and_upload_every_ten_seconds(sim, cloud, start_
 def test_statistics_are_exact_at_a_low_rate(sim, cloud, start_firmware):
     """Five samples a second of a steady 1.2 V: each batch's mean, min and max are 1200 mV exactly."""
     sim.adc(36).set(1.2)
-    start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 5})
+    device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 5})
+    device.console.expect(r"link: online", timeout=15)
     uploads = cloud.wait_for(4, path="/stats", method="POST", timeout=15)
     for request in uploads:
         (batch,) = request.json()["batches"]
@@ -135,7 +144,8 @@ def test_statistics_follow_a_changing_signal(sim, cloud, start_firmware):
     from micropython_hil import Signal
 
     sim.adc(36).set(Signal.ramp(0.5, 2.0, 60))
-    start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 7, "high_mv": 3000})
+    device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 7, "high_mv": 3000})
+    device.console.expect(r"link: online", timeout=15)
     uploads = cloud.wait_for(6, path="/stats", method="POST", timeout=15)
     batches = [r.json()["batches"][0] for r in uploads[1:]]
     for b in batches:
@@ -148,7 +158,8 @@ def test_statistics_follow_a_changing_signal(sim, cloud, start_firmware):
 def test_statistics_upload_contents(board, cloud, start_firmware, firmware):
     if board.sim is not None:
         board.sim.adc(36).set(1.2)
-    start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 200})
+    device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 200})
+    device.console.expect(r"link: online", timeout=15)
     uploads = cloud.wait_for(2, path="/stats", method="POST", timeout=20)
     schema = firmware.schema("stats")
     for request in uploads:
@@ -169,6 +180,7 @@ def test_only_a_2xx_answer_delivers_a_batch(sim, cloud, start_firmware):
     cloud.respond("/stats", method="POST", status=299, times=1)
     cloud.respond("/stats", method="POST", status=404, times=1)
     device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 20})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     refused, accepted, after, last = [r.json()["batches"] for r in
                                       cloud.wait_for(4, path="/stats", method="POST", timeout=15)[:4]]
     assert len(refused) == 1 and len(accepted) == 2 and accepted[0] == refused[0]
@@ -183,7 +195,8 @@ def test_a_failing_endpoint_keeps_the_newest_eight_batches(sim, cloud, start_fir
     """Eleven refused uploads: the next accepted one carries the newest 8 batches, in order."""
     sim.adc(36).set(1.2)
     cloud.respond("/stats", method="POST", status=503, times=11)
-    start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 20})
+    device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 20})
+    device.console.expect(r"link: online", timeout=15)
     requests = cloud.wait_for(12, path="/stats", method="POST", timeout=15)
     sizes = [len(r.json()["batches"]) for r in requests]
     assert sizes == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8], sizes
@@ -197,7 +210,8 @@ def test_statistics_are_kept_while_the_endpoint_fails(board, cloud, start_firmwa
     if board.sim is not None:
         board.sim.adc(36).set(1.2)
     cloud.respond("/stats", method="POST", status=503, times=2)
-    start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 200})
+    device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 200})
+    device.console.expect(r"link: online", timeout=15)
     requests = cloud.wait_for(3, path="/stats", method="POST", timeout=30)
     rejected, accepted = requests[:2], requests[2]
     batches = accepted.json()["batches"]
@@ -215,6 +229,7 @@ def test_an_endpoint_that_drops_or_answers_oddly_is_survived(sim, cloud, start_f
     cloud.respond("/stats", method="POST", drop=True, times=1)
     cloud.respond("/stats", method="POST", status=300, times=1)
     device = start_firmware(cloud=cloud, extra={"batch_s": 1, "rate_hz": 20})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     requests = cloud.wait_for(4, path="/stats", method="POST", timeout=15)
     sizes = [len(r.json()["batches"]) for r in requests]
     assert sizes == [1, 2, 3, 1], sizes  # none lost while the uploads failed
@@ -228,6 +243,7 @@ def test_alarms_raised_while_the_broker_is_away_arrive_in_order(sim, netfault, s
     sim.adc(36).set(1.0)
     # Long batches: the only way back online between them is the alarm's own reconnect.
     device = start_firmware(via=netfault, extra={"batch_s": 1000})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     topic = device.topic("alarm")
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
     mark = telemetry.mark()
@@ -254,9 +270,46 @@ def test_the_session_stays_alive_between_batches(sim, start_firmware, telemetry)
 
     sim.adc(36).set(1.0)
     device = start_firmware(keepalive=1, extra={"batch_s": 1})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
     time.sleep(3)
     sim.adc(36).set(2.4)
     telemetry.expect(device.topic("alarm"), where={"state": "high"}, timeout=10)
     assert "connect #2" not in device.console.text and "link: down" not in device.console.text
     telemetry.expect_none(device.topic("status"), where=lambda m: m.payload == b"offline", within=0)
+
+
+@pytest.mark.requires_sim
+@pytest.mark.sim(time="fast")
+def test_an_alarm_whose_send_fails_is_sent_again(sim, netfault, start_firmware, telemetry):
+    """The connection dies unnoticed (no poll between 1000 s batches); the alarm's publish is
+    what finds out. That alarm is kept and goes out once the link is back, not lost."""
+    sim.adc(36).set(1.0)
+    device = start_firmware(via=netfault, extra={"batch_s": 1000})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
+    telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
+    netfault.cut()
+    sim.adc(36).set(2.4)
+    device.console.expect("link: down", timeout=15)
+    alarm = telemetry.expect(device.topic("alarm"), timeout=15).json()
+    assert (alarm["seq"], alarm["state"]) == (1, "high"), alarm
+    device.console.expect(r"link: online \(connect #2\)", timeout=15)
+
+
+@pytest.mark.requires_sim
+@pytest.mark.sim(time="fast")
+def test_the_monitor_comes_back_online_without_waiting_for_an_alarm(sim, netfault, start_firmware, telemetry):
+    """After a cut the monitor reconnects at its next batch close, alarm or not: its status is
+    "online" again and retained, and the broker published its last will meanwhile."""
+    sim.adc(36).set(1.0)
+    device = start_firmware(via=netfault, extra={"batch_s": 1})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
+    telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
+    mark = telemetry.mark()
+    netfault.cut()
+    device.console.expect("link: down", timeout=15)
+    telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"offline", since=mark, timeout=15)
+    device.console.expect(r"link: online \(connect #2\)", timeout=15)
+    telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", since=mark, timeout=15)
+    telemetry.assert_retained(device.topic("status"), "online")
+    telemetry.expect_none(device.topic("alarm"), within=0)

@@ -1,6 +1,13 @@
 """Network and broker faults between the device and the cloud: the device must come back by
-itself, resubscribe, and lose or duplicate nothing beyond what MQTT allows."""
+itself, resubscribe, and lose or duplicate nothing beyond what MQTT allows.
 
+What the link promises, at its boundaries: reconnects that back off from 1 s, doubling, to one a
+minute, and start from 1 s again after a success; a retained "online" at QoS 1 each time it is
+back and a retained "offline" last will when it is gone; a persistent session (commands sent
+while it was away are delivered when it is back) and its subscriptions renewed when the broker
+lost the session."""
+
+import re
 import time
 
 import pytest
@@ -11,25 +18,21 @@ WEATHER = "firmware_under_test/weather_station"
 HOME = "firmware_under_test/home_automation"
 
 
-def wait_board_seconds(board, seconds, timeout):
-    """Until the board's clock moved `seconds` on (simulated board), or that long (hardware)."""
-    if board.sim is None:
-        time.sleep(seconds)
-        return
-    board.sim.sync()  # the board reports its clock with each answer
-    start = board.sim.board_time_us
-    deadline = time.monotonic() + timeout
-    while board.sim.board_time_us - start < seconds * 1e6:
-        # No sleep here: fast time moves the board minutes per wall second; each sync is a
-        # round trip (well under a millisecond) that reports the board's clock.
-        assert time.monotonic() < deadline, f"board clock stuck at {board.sim.board_time_us} us"
-        board.sim.sync()
+def retries(console_text):
+    """The reconnect delays the link announced ("retry in N ms"), in order."""
+    return [int(ms) for ms in re.findall(r"retry in (\d+) ms", console_text)]
+
+
+def command(telemetry, device, request_id, timeout=10):
+    return telemetry.request(device.topic("cmd"), {"id": request_id, "op": "ping"}, device.topic("reply"),
+                             where=lambda m: m.json().get("id") == request_id, timeout=timeout)
 
 
 @pytest.mark.firmware(WEATHER)
 @pytest.mark.sim(time="fast")
-def test_five_minute_broker_outage_in_board_time(board, netfault, start_firmware, telemetry, firmware):
-    """The weather station buffers through a five-minute outage and sends every reading after it."""
+def test_five_minute_broker_outage_in_board_time(board, netfault, start_firmware, telemetry, firmware, wait_board):
+    """The weather station buffers through a five-minute outage and sends every reading after it.
+    Its reconnects back off: 1 s, doubling, capped at a minute; after a success, from 1 s again."""
     device = start_firmware(via=netfault, extra={"interval_s": 60})
     telemetry.collect(2, device.topic("telemetry"), timeout=30)
     with Outage(telemetry, device) as outage:
@@ -38,14 +41,23 @@ def test_five_minute_broker_outage_in_board_time(board, netfault, start_firmware
             device.console.expect("link: down", timeout=15)
             # The board's clock runs fast: its reconnect backoff eats board minutes in wall
             # milliseconds. Five board minutes of refused connections, however long that takes here.
-            wait_board_seconds(board, 300, timeout=60)
+            wait_board(300)
     # Reconnects back off to one attempt a minute; one may be refused just as the outage ends,
     # so the device is back within two of those periods.
     outage.assert_back_online(within=130)
     telemetry.collect(8, device.topic("telemetry"), timeout=30)  # 2 before, 5+ buffered, 1+ after
-    values = outage.assert_no_loss("telemetry", min_after=3)
+    outage.assert_no_loss("telemetry", min_after=3)
     assert telemetry.select(device.topic("telemetry"))[-1].json()["dropped"] == 0
     telemetry.validate(device.topic("telemetry"), firmware.schema("telemetry"))
+    first = retries(device.console.text)
+    assert first[:7] == [1000, 2000, 4000, 8000, 16000, 32000, 60000] and set(first[7:]) <= {60000}, first
+    # A second, short outage: the backoff starts from one second again.
+    with netfault.refuse():
+        netfault.cut()
+        device.console.expect(r"link: connect failed.*\n", timeout=15)
+        wait_board(5)
+    device.console.expect(r"link: online \(connect #3\)", timeout=30)
+    assert retries(device.console.text)[len(first)] == 1000, retries(device.console.text)
 
 
 @pytest.mark.firmware(WEATHER)
@@ -73,3 +85,39 @@ def test_cut_then_the_node_resubscribes(netfault, start_firmware, telemetry):
     reply = outage.assert_resubscribed({"id": "after-cut", "op": "ping"}, "reply",
                                        where=lambda m: m.json().get("id") == "after-cut")
     assert reply.json()["ok"] is True
+    will = outage.assert_last_will()
+    assert will.retain and will.qos == 1, "the last will is retained at QoS 1"
+    back = telemetry.select(device.topic("status"), where=lambda m: m.payload == b"online")[-1]
+    assert back.retain and back.qos == 1
+    telemetry.assert_retained(device.topic("status"), "online")
+
+
+@pytest.mark.firmware(HOME)
+@pytest.mark.sim(time="fast")
+def test_a_command_sent_while_the_node_was_away_is_taken_when_it_is_back(netfault, start_firmware, telemetry):
+    """The node keeps a persistent session (clean_session false) with a QoS 1 subscription: the
+    broker holds a command published while the node is away and delivers it on reconnect."""
+    device = start_firmware(via=netfault)
+    telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
+    with netfault.refuse():
+        netfault.cut()
+        device.console.expect("link: down", timeout=15)
+        mark = telemetry.mark()
+        telemetry.publish(device.topic("cmd"), {"id": "while-away", "op": "set", "relay": 1, "state": True}, qos=1)
+        time.sleep(0.2)
+    reply = telemetry.expect(device.topic("reply"), where=lambda m: m.json().get("id") == "while-away",
+                             since=mark, timeout=15)
+    assert reply.json() == {"id": "while-away", "ok": True, "relays": [False, True]}
+
+
+@pytest.mark.firmware(HOME)
+@pytest.mark.sim(time="fast")
+def test_the_node_subscribes_again_when_the_broker_lost_its_session(broker, start_firmware, telemetry):
+    if not hasattr(broker, "restart") or broker.kind == "external":
+        pytest.skip("needs a broker the harness runs (amqtt or mosquitto)")
+    device = start_firmware()
+    telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
+    assert command(telemetry, device, "before").json()["ok"] is True
+    broker.restart(keep_sessions=False, downtime=0.5)  # sessions and subscriptions gone
+    device.console.expect(r"link: online \(connect #2\)", timeout=30)
+    assert command(telemetry, device, "after-restart").json()["ok"] is True

@@ -74,11 +74,15 @@ def test_a_labgrid_board_without_labgrid_says_what_to_install():
 def test_a_runs_name_tells_a_finished_run_from_a_live_one_and_leaves_others_alone():
     me = Holder.of(f"bench-pc/{owner_user('alice')}")
     assert me.alive and me.here and me.mine and not me.stale and me.pid == os.getpid()
-    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    name = f"bench-pc/{owner_user('alice', pid=gone.pid)}"  # the name it acquired under, alive
-    assert Holder.of(name).alive and not Holder.of(name).stale
-    gone.kill()
-    gone.wait()
+    tether = Tether("test-place-owner")
+    try:
+        gone = tether.popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        name = f"bench-pc/{owner_user('alice', pid=gone.pid)}"  # the name it acquired under, alive
+        assert Holder.of(name).alive and not Holder.of(name).stale
+        gone.kill()
+        gone.wait()
+    finally:
+        tether.close()
     dead = Holder.of(name)
     assert dead.stale and dead.pid == gone.pid and "is over" in dead.describe()
     machine = owner_user("alice").split("-")[2]

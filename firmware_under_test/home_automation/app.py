@@ -108,7 +108,6 @@ class Node:
         self.button.irq(trigger=Pin.IRQ_FALLING, handler=self._on_button)
         self.state_dirty = True
         self.replies = []
-        self.handled = 0
         self.link = Link(cfg, prefix + "/status", [self.topic_cmd], self.on_command)
 
     # -- relays and NVS ----------------------------------------------------------------
@@ -165,7 +164,6 @@ class Node:
             gc.collect()
             reply["ok"] = False
             reply["error"] = "out of memory"
-        self.handled += 1
         # Bytes, not str: umqtt sizes a packet by len(msg), which counts characters of a str,
         # so a reply with non-ASCII text would corrupt the MQTT stream.
         self.replies.append(json.dumps(reply).encode())
@@ -209,8 +207,8 @@ class Node:
             return {"pong": True, "heap_free": gc.mem_free()}
         if op == "get":
             return {"relays": self.states()}
-        relay = cmd.get("relay")
-        if not isinstance(relay, int) or isinstance(relay, bool) or not 0 <= relay < len(self.relays):
+        relay = cmd.get("relay")  # set and toggle need one; checked above when present
+        if relay is None:
             raise CommandError("relay must be an integer 0..%d" % (len(self.relays) - 1))
         if op == "toggle":
             self.switch(relay, not self.relays[relay].value())

@@ -60,8 +60,8 @@ class Station:
             self.next_reading = time.ticks_add(time.ticks_ms(), interval * 1000)
 
     def take_reading(self):
+        t, p, h = self.sensor.read()  # OSError if the sensor does not answer: no reading, no seq
         self.seq += 1
-        t, p, h = self.sensor.read()
         reading = {
             "seq": self.seq,
             "ts": time.time(),
@@ -90,7 +90,10 @@ class Station:
         """One pass of the main loop: sample when due, keep the link, send, take commands."""
         now = time.ticks_ms()
         if time.ticks_diff(now, self.next_reading) >= 0:
-            self.take_reading()
+            try:
+                self.take_reading()
+            except OSError as e:  # an I2C glitch skips this reading; it must not stop the station
+                print("sensor error:", e)
             self.next_reading = time.ticks_add(self.next_reading, self.interval_s * 1000)
             if time.ticks_diff(now, self.next_reading) > 0:  # fell behind (long outage): skip ahead
                 self.next_reading = time.ticks_add(now, self.interval_s * 1000)

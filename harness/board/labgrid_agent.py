@@ -42,11 +42,15 @@ _write_lock = threading.Lock()
 def _send(message: dict) -> None:
     line = json.dumps(message) + "\n"
     with _write_lock:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # the run is gone: stdin ends next, and the agent releases what it holds
 
 
 def _stop(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent-death signal may come twice: once is enough
     raise SystemExit(0)
 
 
@@ -80,8 +84,8 @@ def main(argv: list[str]) -> int:
         return str(caught[-1].message) if caught else None
 
     def acquire(request: dict) -> dict:
-        hold = PlaceHold.acquire(request["place"], coordinator=request.get("coordinator"),
-                                 wait=request.get("wait"), name=request.get("name"), run=run)
+        hold = PlaceHold.acquire(request["place"], request["coordinator"], wait=float(request.get("wait") or 0),
+                                 name=request.get("name"), run=run)
         with lock:
             if request["id"] in dropped:
                 abandoned = True
@@ -129,6 +133,7 @@ def main(argv: list[str]) -> int:
             if line.strip():
                 threading.Thread(target=serve, args=(json.loads(line),), daemon=True).start()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nothing cuts the releases short
         with lock:
             leases = list(holds)
         for lease in leases:

@@ -4,12 +4,14 @@ For as long as the board is open its place is acquired on the labgrid coordinato
 or --labgrid-coordinator), so no other run, CI job or labgrid user can take the chip; its serial
 port is opened through the exporter (ser2net, RFC 2217); a hard reset power-cycles the chip
 through the place's power switch where it has one (else RTS pulses EN, as on a serial board);
-close() releases the place, whether the test passed, failed or was interrupted. A place a
-SIGKILLed run left held is cleared by the next run on the same machine (place_owner.py).
+close() releases the place, whether the test passed, failed or was interrupted. If the run is
+SIGKILLed its labgrid agent releases the place; if the agent is killed too, the next run on the
+same machine clears the lock (place_owner.py).
 
 labgrid is an optional extra (`pip install 'pytest-micropython-hil[labgrid]'`), used only by the
 labgrid agent, a process of the run's own that holds its places (labgrid_agent.py, started on the
-first labgrid board; labgrid_lease.py is this side of it): this process never imports labgrid.
+first labgrid board; labgrid_lease.py is this side of it): the harness imports labgrid in no other
+process, and no labgrid session runs in the test run's.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class LabgridBoard(SerialBoard, kind="labgrid"):
         """Acquire `place`, open its serial port and take the raw REPL; BoardConnectionError in
         one line naming the place (and who holds it, or the coordinator at fault) if it cannot.
         `coordinator`: HOST[:PORT] (default LG_COORDINATOR, else 127.0.0.1:20408); `wait`:
-        seconds to wait for a held place (default HIL_LABGRID_WAIT, else 0); `reset`: a hard
-        reset first."""
+        seconds to wait for a held place (default HIL_LABGRID_WAIT, else 0). The board comes soft
+        reset (a fresh interpreter, its files kept), or with `reset` hard reset (power-cycled
+        where the place has a switch)."""
         name = name or f"labgrid:{place}"
         hold = Lease.acquire(place, coordinator=coordinator, wait=wait, name=name)
         try:
@@ -55,8 +58,13 @@ class LabgridBoard(SerialBoard, kind="labgrid"):
         board = cls(transport, name, timeout, hold)  # on failure it closes, which releases the place
         if hold.cleared is not None:
             board.console.note(f"place {hold.place}: cleared the lock of a run that is over ({hold.cleared['acquired']})")
-        if reset:
-            board.reset(hard=True)
+        # A place is shared: whoever had it last left their modules, variables and tasks in the
+        # chip's RAM. A soft reset (its files kept) hands the test a fresh interpreter.
+        try:
+            board.reset(hard=reset)
+        except BaseException:
+            board.close()  # the place is given back
+            raise
         return board
 
     def reboot(self, hard: bool) -> bool:

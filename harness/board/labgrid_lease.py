@@ -34,6 +34,9 @@ AGENT = "micropython_hil.board.labgrid_agent"
 START_S = 30.0     # the agent imports labgrid (a quarter of a second here) and says it is ready
 ANSWER_S = 60.0    # beyond the agent's own limits on the coordinator (15 s a request)
 INSTALL = "install it with pip install 'pytest-micropython-hil[labgrid]'"
+COORDINATOR_ENV = "LG_COORDINATOR"    # labgrid's own variable (labgrid-client, labgrid-exporter)
+WAIT_ENV = "HIL_LABGRID_WAIT"         # seconds to wait for a held place (--labgrid-wait)
+DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's default
 
 
 class _Agent:
@@ -46,7 +49,10 @@ class _Agent:
     def get(cls, name: str) -> "_Agent":
         """This run's agent, started if it is not running."""
         with cls._current_lock:
-            if cls._current is None or cls._current.ended is not None:
+            if cls._current is not None and cls._current.ended is not None:
+                cls._current.close()  # it ended (killed, crashed): its tether's thread too
+                cls._current = None
+            if cls._current is None:
                 cls._current = cls(name)
             return cls._current
 
@@ -89,7 +95,7 @@ class _Agent:
                 self._ready.set()
                 continue
             with self._lock:
-                slot = self._waiting.pop(answer["id"], None)
+                slot = self._waiting.get(answer["id"])
             if slot is not None:
                 slot[1] = answer
                 slot[0].set()
@@ -98,25 +104,31 @@ class _Agent:
         self.ended = f"the labgrid agent ended (exit {code}{': ' + tail if tail else ''})"
         self._ready.set()
         with self._lock:
-            slots, self._waiting = list(self._waiting.values()), {}
+            slots = list(self._waiting.values())
         for slot in slots:
-            slot[0].set()
+            slot[0].set()  # unanswered: answer() says the agent ended
 
     def _read_errors(self) -> None:
         for line in self._proc.stderr:
             if line.strip():
                 self._errors.append(line.strip())
 
-    def send(self, request: dict) -> int:
-        """Send a request; its id (answer(id) waits for the answer)."""
+    def send(self, request: dict, reply: bool = True) -> int:
+        """Send a request; its id, which answer() waits on (unless `reply` is False: no one will)."""
         with self._lock:
             request = {**request, "id": next(self._ids)}
-            self._waiting[request["id"]] = [threading.Event(), None]
+            if reply:
+                self._waiting[request["id"]] = [threading.Event(), None]
         try:
+            if self.ended is not None:
+                raise OSError(self.ended)
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
-        except (OSError, ValueError):
-            pass  # the agent is gone: answer() says so
+        except (OSError, ValueError):  # the agent is gone: answer() says so at once
+            with self._lock:
+                slot = self._waiting.get(request["id"])
+            if slot is not None:
+                slot[0].set()
         return request["id"]
 
     def answer(self, request_id: int, timeout: float, name: str) -> Any:
@@ -124,8 +136,12 @@ class _Agent:
             slot = self._waiting.get(request_id)
         if slot is None:
             raise BoardConnectionError(name, self.ended or "the labgrid agent lost a request")
-        if not slot[0].wait(timeout):
-            raise BoardConnectionError(name, f"the labgrid agent did not answer within {timeout:g} s")
+        try:
+            if not slot[0].wait(timeout):
+                raise BoardConnectionError(name, f"the labgrid agent did not answer within {timeout:g} s")
+        finally:
+            with self._lock:
+                self._waiting.pop(request_id, None)
         answer = slot[1]
         if answer is None:
             raise BoardConnectionError(name, self.ended or "the labgrid agent ended")
@@ -182,18 +198,26 @@ class Lease:
     @classmethod
     def acquire(cls, place: str, coordinator: str | None = None, wait: float | None = None,
                 name: str | None = None) -> "Lease":
-        """Lock `place` for this run (see labgrid_place.PlaceHold.acquire); BoardConnectionError
-        in one line naming the place, its holder or the coordinator at fault."""
+        """Lock `place` for this run; BoardConnectionError in one line naming the place, its holder
+        or the coordinator at fault. `coordinator`: HOST[:PORT] (default LG_COORDINATOR, else
+        127.0.0.1:20408); `wait`: seconds to wait for a held place (default HIL_LABGRID_WAIT, else 0)."""
         name = name or f"labgrid:{place}"
         if importlib.util.find_spec("labgrid") is None:
             raise BoardConnectionError(name, f"cannot import labgrid (it is not installed); {INSTALL}")
+        # Read here, not in the agent: its environment is this process's when it started.
+        coordinator = coordinator or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR
+        if wait is None:
+            try:
+                wait = float(os.environ.get(WAIT_ENV) or 0)
+            except ValueError:
+                raise BoardConnectionError(name, f"{WAIT_ENV}={os.environ[WAIT_ENV]!r} is not a number of seconds") from None
         agent = _Agent.get(name)
         request = agent.send({"op": "acquire", "place": place, "coordinator": coordinator, "wait": wait,
                               "name": name})
         try:
-            details = agent.answer(request, ANSWER_S + float(wait or os.environ.get("HIL_LABGRID_WAIT") or 0), name)
+            details = agent.answer(request, ANSWER_S + wait, name)
         except BaseException:
-            agent.send({"op": "release", "lease": request})  # Ctrl-C, or no answer: not left held
+            agent.send({"op": "release", "lease": request}, reply=False)  # Ctrl-C, or no answer: not left held
             raise
         return cls(agent, request, name, details)
 

@@ -1,7 +1,7 @@
 """A labgrid place held for a run: the coordinator session, the place's lock, and what the place
 offers the board (its serial port, its power switch).
 
-    hold = PlaceHold.acquire("esp32-a", run=PID)  # coordinator: LG_COORDINATOR, else 127.0.0.1:20408
+    hold = PlaceHold.acquire("esp32-a", "127.0.0.1:20408", wait=0, run=PID)
     hold.serial_url, hold.speed           # rfc2217://HOST:PORT?ign_set_control, from its NetworkSerialPort
     hold.power_cycle(off_s=1.0)           # through its power switch; False where it has none
     hold.release()                        # only if the run still holds it; safe to call twice
@@ -9,10 +9,9 @@ offers the board (its serial port, its power switch).
 This runs in the labgrid agent (labgrid_agent.py), a process of the run's own: labgrid's client
 is gRPC, whose threads make every fork of the process that runs them a hazard, and the harness
 forks boards, brokers and tools. labgrid is imported here and nowhere else in the harness.
-Everything goes through labgrid's client API: its
-`ClientSession` (the gRPC stream the coordinator pushes places and resources on), the
-coordinator's requests (`AcquirePlace`, `ReleasePlace`), and its `Target`, resources and power
-drivers for the switch.
+Everything goes through labgrid's client API: its `ClientSession` (the gRPC stream the
+coordinator pushes places and resources on), the coordinator's requests (`AcquirePlace`,
+`ReleasePlace`), and its `Target`, resources and power drivers for the switch.
 
 The lock: the session acquires under the run's name (place_owner.py). A place another holder
 has is waited for up to `wait` seconds, then refused in one line naming the holder; one a
@@ -21,7 +20,7 @@ which the coordinator applies only if that run still holds it, so two runs clear
 stale lock at once cannot release each other's fresh one. `release()` names this run the same
 way, so it never gives back a place someone has since taken over (`labgrid-client release --kick`).
 
-A process has one session per coordinator, shared by the places it holds (the coordinator tells
+The agent has one session per coordinator, shared by the places it holds (the coordinator tells
 clients apart by their connection, which gRPC shares between the channels of one process), ended
 when the last is released. Sessions run on one event loop in a thread of its own (labgrid's client
 is asyncio), started with the first and kept until the process ends (gRPC still calls into a loop
@@ -51,10 +50,7 @@ from labgrid.util.proxy import proxymanager
 from ..errors import BoardConnectionError, HarnessWarning
 from .place_owner import Holder, owner_user
 
-COORDINATOR_ENV = "LG_COORDINATOR"    # labgrid's own variable (labgrid-client, labgrid-exporter)
-WAIT_ENV = "HIL_LABGRID_WAIT"         # seconds to wait for a held place (--labgrid-wait)
-DEFAULT_COORDINATOR = "127.0.0.1:20408"
-DEFAULT_PORT = 20408
+DEFAULT_PORT = 20408  # labgrid's, where a coordinator address has none
 POLL_S = 0.2          # between looks at a held place, or at a serial port not up yet
 CALL_S = 15.0         # one exchange with the coordinator
 PORT_READY_S = 10.0   # an exporter starts ser2net for a RawSerialPort/USBSerialPort on acquire
@@ -95,7 +91,7 @@ class _RunSession(ClientSession):
 
 
 class _Link:
-    """This process's session with one coordinator, on its own loop and thread, shared by the
+    """The session with one coordinator for one run, on the sessions' loop, shared by the run's
     holds on that coordinator and ended when the last is released."""
 
     _links: dict[str, "_Link"] = {}
@@ -132,8 +128,8 @@ class _Link:
             self.session = None
             raise BoardConnectionError(name, f"cannot reach the labgrid coordinator at {self.coordinator} "
                                        f"({_one_line(e)}); "
-                                       "is labgrid-coordinator running there? (set "
-                                       f"{COORDINATOR_ENV} or --labgrid-coordinator)") from None
+                                       "is labgrid-coordinator running there? (set LG_COORDINATOR or "
+                                       "--labgrid-coordinator)") from None
 
     def leave(self, name: str) -> None:
         """One hold less: the last one ends the session."""
@@ -189,14 +185,11 @@ class PlaceHold:
 
     # -- acquiring ---------------------------------------------------------------------------
     @classmethod
-    def acquire(cls, place: str, coordinator: str | None = None, wait: float | None = None,
-                name: str | None = None, run: int | None = None) -> "PlaceHold":
-        """Lock `place` for run `run` (a pid; default: this process) and find its serial port;
-        BoardConnectionError naming the place (and its holder, or the coordinator) if it cannot.
-        `wait`: seconds to wait for a held place (default: HIL_LABGRID_WAIT, else 0: refuse at once)."""
-        coordinator = coordinator or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR
-        if wait is None:
-            wait = float(os.environ.get(WAIT_ENV) or 0)
+    def acquire(cls, place: str, coordinator: str, wait: float = 0.0, name: str | None = None,
+                run: int | None = None) -> "PlaceHold":
+        """Lock `place` on `coordinator` (HOST[:PORT]) for run `run` (a pid; default: this
+        process) and find its serial port, waiting up to `wait` seconds for a place someone holds;
+        BoardConnectionError naming the place (and its holder, or the coordinator) if it cannot."""
         hold = cls(place, coordinator, name or f"labgrid:{place}", os.getpid() if run is None else run)
         try:
             hold._link = _Link.join(coordinator, hold.run, hold.name)

@@ -79,6 +79,8 @@ class Campaign:
         self._lock = threading.Lock()
         self._scope_kills: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self._kills: Counter = Counter()  # kills by each test so far, in this campaign
+        self._live: set = set()           # child pytest processes running now
+        self._stopping = False
         self._clean: dict[Path, TestRun] = {}
         self._durations: dict[str, float] = {}
 
@@ -148,6 +150,8 @@ class Campaign:
             done = [0]
 
             def work(i: int, p: Planned, key: str, suite: str) -> None:
+                if self._stopping:
+                    return
                 if self.budget_s is not None and time.monotonic() - began > self.budget_s:
                     results[i] = MutantResult(p.mutant, NOT_RUN, reason=f"time budget of {self.budget_s:g} s spent",
                                               firmwares=[t.name for t in p.trees], diff=self._diff(p))
@@ -162,9 +166,12 @@ class Campaign:
                 try:
                     for f in futures:
                         f.result()
-                except BaseException:
+                except BaseException:  # Ctrl-C, SIGTERM, a broken mutant: stop the rest now
+                    self._stopping = True
                     for f in futures:
                         f.cancel()
+                    for proc in list(self._live):
+                        proc.kill()  # our own children, by pid; their boards die with them
                     raise
         finally:
             tether.close()
@@ -177,7 +184,8 @@ class Campaign:
             workdir = tempdirs.make_temp_dir("mutant")
             try:
                 copy = tree.copy(workdir / "src")
-                return run_tests(tether, self.pytest_args, copy, tree.path, self.cwd, workdir, exitfirst=True)
+                return run_tests(tether, self.pytest_args, copy, tree.path, self.cwd, workdir, exitfirst=True,
+                                 live=self._live)
             finally:
                 tempdirs.remove(workdir)
 
@@ -205,7 +213,8 @@ class Campaign:
         diff = self._diff(p, mutated)
         result = MutantResult(p.mutant, SURVIVED, firmwares=[t.name for t in p.trees], diff=diff)
         began = time.monotonic()
-        for tree in p.trees:
+        # Shared code meets the firmware whose tests ran fastest first: most kills come early.
+        for tree in sorted(p.trees, key=lambda t: self._clean[t.path].seconds):
             clean = self._clean[tree.path]
             workdir = tempdirs.make_temp_dir("mutant")
             try:
@@ -213,7 +222,7 @@ class Campaign:
                 timeout = self.timeout_s or max(60.0, 3 * clean.seconds + 30)
                 run = run_tests(tether, self.pytest_args, copy, tree.path, self.cwd, workdir,
                                 tests=self._order(p, clean.selected), test_files=sorted(set(clean.test_files.values())),
-                                timeout=timeout)
+                                timeout=timeout, live=self._live)
             finally:
                 tempdirs.remove(workdir)
             if run.timed_out:

@@ -70,12 +70,13 @@ class TestRun:
 
 def run_tests(tether: Tether, pytest_args: Sequence[str], firmware_copy: Path, original: Path, cwd: Path,
               workdir: Path, tests: Sequence[str] | None = None, test_files: Sequence[str] = (),
-              timeout: float | None = None, exitfirst: bool = True) -> TestRun:
+              timeout: float | None = None, exitfirst: bool = True, live: set | None = None) -> TestRun:
     """Run the tests that deploy `original` against `firmware_copy` in a child pytest.
 
     `tests`: node ids to run, in this order (default: every test that deploys the firmware);
     `test_files`: their files (collection skips the others). `workdir` takes the child's report,
-    output and artifacts."""
+    output and artifacts. `live`: a set holding the child while it runs (so a caller that is
+    interrupted can kill it by its pid)."""
     report = workdir / "tests.jsonl"
     # --option=value: a path given as a separate argument would count towards pytest's rootdir
     # (without an ini file), and the tests' firmware markers are relative to the rootdir.
@@ -96,6 +97,8 @@ def run_tests(tether: Tether, pytest_args: Sequence[str], firmware_copy: Path, o
             proc = tether.popen(argv, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         except OSError as e:
             raise HarnessError(f"cannot start pytest ({sys.executable}): {e}") from None
+        if live is not None:
+            live.add(proc)
         try:
             result.returncode = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -106,6 +109,9 @@ def run_tests(tether: Tether, pytest_args: Sequence[str], firmware_copy: Path, o
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if live is not None:
+                live.discard(proc)
     result.seconds = time.monotonic() - began
     result.output = log.read_text(errors="replace")[-20000:]
     _read_report(report, result)

@@ -5,7 +5,6 @@ from micropython import const
 
 _CHIP_ID = const(0x60)
 _REG_ID = const(0xD0)
-_REG_RESET = const(0xE0)
 _REG_CTRL_HUM = const(0xF2)
 _REG_STATUS = const(0xF3)
 _REG_CTRL_MEAS = const(0xF4)
