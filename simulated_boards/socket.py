@@ -22,8 +22,8 @@
 # its own struct, and writes to a wrong descriptor); ssl wraps tls_stream(sock) instead, whose
 # I/O goes through the methods here, so the link's failures reach TLS too.
 import _simcore
-import _simclock
 import _siminputs
+from _simmqtt import MqttPublishes
 
 _s = _simcore.port_socket
 # The port's names, copied without leaving a loop variable behind: every global added here
@@ -45,7 +45,7 @@ _Err = type("OSError", (OSError,), {"__str__": _str})
 
 
 class socket(_s.socket):
-    _mq = None  # None: not yet known; False: not MQTT; else the parser's bytearray
+    _mq = None  # None: not yet known; False: not MQTT; else its MqttPublishes (_simmqtt)
     # The link's cut count when this socket connected (None: never connected, nothing to
     # lose); once lost: -1 after its ECONNABORTED, -2 once the firmware closed it.
     _ep = None
@@ -154,54 +154,12 @@ class socket(_s.socket):
         return super().sendall(buf)
 
     def _feed(self, data):
-        try:
-            self._parse(data)
-        except Exception as e:
-            self._mq = False
-            raise _simcore.bug("socket.py MQTT publish stamping", e)
-
-    def _parse(self, data):
-        if self._mq is None:
-            if not len(data) or data[0] != 0x10:
-                self._mq = False
-                return
-            self._mq = bytearray()
-            self._skip = 0
-        if self._skip:
-            k = min(self._skip, len(data))
-            self._skip -= k
-            data = memoryview(data)[k:]
-        buf = self._mq
-        buf.extend(data)
-        while len(buf) >= 2:
-            rem, mult, i = 0, 1, 1
-            while True:
-                if i >= len(buf):
-                    return
-                b = buf[i]
-                rem += (b & 0x7F) * mult
-                mult <<= 7
-                i += 1
-                if not b & 0x80:
-                    break
-            kind = buf[0] >> 4
-            if kind == 3:
-                if len(buf) < i + 2:
-                    return
-                tlen = (buf[i] << 8) | buf[i + 1]
-                if len(buf) < i + 2 + tlen:
-                    return
-                qos = (buf[0] >> 1) & 3
-                _simcore.send({"t": "pub", "topic": bytes(buf[i + 2:i + 2 + tlen]).decode(),
-                               "c": _simclock.now_us(), "len": rem - 2 - tlen - (2 if qos else 0),
-                               "qos": qos, "retain": buf[0] & 1})
-            total = i + rem
-            if len(buf) >= total:
-                buf[:] = buf[total:]
-            else:
-                self._skip = total - len(buf)
-                buf[:] = b""
-                return
+        pubs = self._mq
+        if pubs is None:
+            pubs = self._mq = MqttPublishes()
+        pubs.feed(data)
+        if pubs.mqtt is False:
+            self._mq = False  # not MQTT: the write paths stop feeding at once
 
 
 def _reap():

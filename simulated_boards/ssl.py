@@ -12,8 +12,8 @@
 import sys
 import io
 import _simcore
-import _simclock
 import socket
+from _simmqtt import MqttPublishes
 
 
 def _port_ssl():
@@ -42,69 +42,6 @@ _POLLOUT = _simcore.port_select.POLLOUT
 _STREAM_POLL = 3
 _STREAM_CLOSE = 4
 _EINVAL = 22
-
-
-class MqttPublishes:
-    """Reports each PUBLISH in an MQTT client's outgoing byte stream with the board's clock.
-
-    Fed the plaintext as it is written, in pieces of any size; stops looking at a stream whose
-    first byte is not a CONNECT (it is not MQTT). Reports what socket.py reports for plain
-    sockets, in the same message."""
-
-    def __init__(self):
-        self.mqtt = None    # None: not yet known; False: not MQTT; True: parsing
-        self.buf = bytearray()
-        self.skip = 0       # bytes of the current packet's body still to come and to ignore
-
-    def feed(self, data):
-        if self.mqtt is False or not len(data):
-            return
-        try:
-            self._parse(data)
-        except Exception as e:
-            self.mqtt = False
-            raise _simcore.bug("ssl.py MQTT publish stamping", e)
-
-    def _parse(self, data):
-        if self.mqtt is None:
-            self.mqtt = data[0] == 0x10
-            if not self.mqtt:
-                return
-        if self.skip:
-            k = min(self.skip, len(data))
-            self.skip -= k
-            data = memoryview(data)[k:]
-        buf = self.buf
-        buf.extend(data)
-        while len(buf) >= 2:
-            size, shift, i = 0, 0, 1
-            while True:
-                if i >= len(buf):
-                    return  # the remaining-length field is not complete yet
-                b = buf[i]
-                size |= (b & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not b & 0x80:
-                    break
-            if buf[0] >> 4 == 3:
-                if len(buf) < i + 2:
-                    return
-                tlen = (buf[i] << 8) | buf[i + 1]
-                if len(buf) < i + 2 + tlen:
-                    return
-                qos = (buf[0] >> 1) & 3
-                _simcore.send({"t": "pub", "topic": bytes(buf[i + 2:i + 2 + tlen]).decode(),
-                               "c": _simclock.now_us(), "len": size - 2 - tlen - (2 if qos else 0),
-                               "qos": qos, "retain": buf[0] & 1})
-            end = i + size
-            if len(buf) >= end:
-                buf[:] = buf[end:]
-            else:
-                # The rest of this packet (a long payload) is only skipped: no need to hold it.
-                self.skip = end - len(buf)
-                buf[:] = b""
-                return
 
 
 def _written(buf, args, n):
