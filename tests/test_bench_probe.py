@@ -86,7 +86,9 @@ def test_method_on_an_instance_built_by_setup(known):
     assert len(r.durations_us) == 100
     # Samples come back in time order and complete; duration mode stops early.
     short = probe(known, "known.spin_200", iterations=5000, duration_s=0.05, warmup=0)
-    assert 100 <= len(short.durations_us) <= 260
+    # 5000 calls of 200 us would take a second: it stopped near 50 ms (how near depends on the
+    # host's load, so only the early stop is asserted, not a count).
+    assert 0 < len(short.durations_us) <= 260
 
 
 @pytest.mark.parametrize("target, options, message", [
