@@ -72,14 +72,21 @@ def test_state_is_retained_at_boot_and_published_once_per_change(start_firmware,
 def test_replies_come_in_order_at_qos1_for_a_burst_of_commands(start_firmware, telemetry):
     device = start_firmware()
     online(telemetry, device)
+    telemetry.expect(device.topic("state"), where={"relays": [False, False]}, timeout=10)  # at boot
     mark = telemetry.mark()
-    for i in range(6):
+    expected, relays = [], [False, False]
+    for i in range(21):
         telemetry.publish(device.topic("cmd"), {"id": i, "op": "toggle", "relay": i % 2})
-    replies = telemetry.collect(6, device.topic("reply"), since=mark, timeout=10)
-    assert [r.json()["id"] for r in replies] == list(range(6))
-    assert [r.json()["relays"] for r in replies] == [[True, False], [True, True], [False, True],
-                                                   [False, False], [True, False], [True, True]]
+        relays[i % 2] = not relays[i % 2]
+        expected.append(list(relays))
+    replies = telemetry.collect(21, device.topic("reply"), since=mark, timeout=10)
+    assert [r.json()["id"] for r in replies] == list(range(21))
+    assert [r.json()["relays"] for r in replies] == expected
     assert all(r.qos == 1 for r in replies)
+    # The state published last (and retained) is the relays' state after the last command, also
+    # when commands arrive while a state message waits for its PUBACK (umqtt takes them there).
+    telemetry.expect(device.topic("state"), where={"relays": [True, False]}, since=replies[-1], timeout=5)
+    telemetry.assert_retained(device.topic("state"), {"relays": [True, False]})
 
 
 MALFORMED = [
@@ -278,3 +285,20 @@ def test_relays_never_click_on_at_boot_and_the_node_runs_on(sim, start_firmware,
     wait_board(60)
     assert command(telemetry, device, {"op": "get"}, "later")["relays"] == [False, False]
     assert not sim.resets and "rst:" not in device.console.text
+
+
+def test_a_command_taken_while_the_state_waits_for_its_puback_is_not_lost(netfault, start_firmware, telemetry):
+    """umqtt takes incoming messages while a QoS 1 publish waits for its PUBACK. With 300 ms on the
+    way to the node, the second command arrives while the first one's state message waits: its
+    change must still be published (it was lost when the flag was cleared after the publish)."""
+    device = start_firmware(via=netfault)
+    online(telemetry, device)
+    telemetry.expect(device.topic("state"), where={"relays": [False, False]}, timeout=10)
+    with netfault.latency(300, direction="down"):
+        mark = telemetry.mark()
+        telemetry.publish(device.topic("cmd"), {"id": "a", "op": "set", "relay": 1, "state": True})
+        telemetry.expect(device.topic("reply"), where=lambda m: m.json().get("id") == "a", since=mark, timeout=5)
+        telemetry.publish(device.topic("cmd"), {"id": "b", "op": "toggle", "relay": 0})
+        telemetry.expect(device.topic("reply"), where=lambda m: m.json().get("id") == "b", since=mark, timeout=5)
+        telemetry.expect(device.topic("state"), where={"relays": [True, True]}, since=mark, timeout=5)
+    telemetry.assert_retained(device.topic("state"), {"relays": [True, True]})

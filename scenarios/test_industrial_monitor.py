@@ -112,10 +112,13 @@ def test_defaults_sample_at_1khz_and_upload_every_ten_seconds(sim, cloud, start_
         jsonschema.validate(request.json(), firmware.schema("stats"))
         assert len(sent) == 1, "a delivered batch is not sent again"
     stamps = [b[0]["t_ms"] for b in batches]
-    # One batch every 10 s of board time, each of 10 s at 1 kHz (less the upload's few ms).
-    assert all(9999 <= b - a <= 10002 for a, b in zip(stamps, stamps[1:])), stamps
-    for sent in batches[1:]:
-        assert 9900 <= sent[0]["samples"] <= 10001, [b[0]["samples"] for b in batches]
+    # One batch every 10 s of board time, each of 10 s at 1 kHz (less the upload's few ms). The
+    # board's clock runs on while a busy host keeps this board's process from a CPU, which can
+    # delay a batch's close: the shortest of the gaps is the period.
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert 9999 <= min(gaps) <= 10002 and max(gaps) <= 10500, stamps
+    samples = [b[0]["samples"] for b in batches[1:]]
+    assert 9000 <= min(samples) and max(samples) <= 10001, samples
     for sent in batches:
         assert (sent[0]["mean_mv"], sent[0]["min_mv"], sent[0]["max_mv"], sent[0]["alarms"]) == (1200, 1200, 1200, 0)
     # Online at boot, before any batch closes; the watchdog fed all along.
@@ -248,11 +251,11 @@ def test_alarms_raised_while_the_broker_is_away_arrive_in_order(sim, netfault, s
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
     mark = telemetry.mark()
     with netfault.refuse():
-        netfault.cut()
-        device.console.expect("link: down", timeout=15)
+        netfault.cut()  # unnoticed until the first alarm's publish fails (no poll for 1000 s)
         for level in (2.4, 1.0, 2.4):
             sim.adc(36).set(level)
             wait_board(1)
+        device.console.expect("link: down", timeout=15)
     ended_s = wait_board(0)
     alarms = telemetry.collect(3, topic, since=mark, timeout=15)
     assert [(a.json()["seq"], a.json()["state"]) for a in alarms] == [(1, "high"), (2, "normal"), (3, "high")]
@@ -272,7 +275,7 @@ def test_the_session_stays_alive_between_batches(sim, start_firmware, telemetry)
     device = start_firmware(keepalive=1, extra={"batch_s": 1})
     device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
     telemetry.expect(device.topic("status"), where=lambda m: m.payload == b"online", timeout=15)
-    time.sleep(3)
+    time.sleep(2)  # past 1.5 x keepalive, when the broker drops a silent client
     sim.adc(36).set(2.4)
     telemetry.expect(device.topic("alarm"), where={"state": "high"}, timeout=10)
     assert "connect #2" not in device.console.text and "link: down" not in device.console.text

@@ -15,7 +15,7 @@ import pytest
 
 from micropython_hil.errors import HarnessError
 from micropython_hil.mutate import EQUIVALENT, KILLED, NOT_RUN, SURVIVED, Campaign, ResultCache, TIMEOUT
-from micropython_hil.mutate.cli import add_arguments
+from micropython_hil.mutate.cli import add_arguments, split_target
 from micropython_hil.plugin.mutate import child_args
 
 # Three mutants: `>` -> `>=` in main.py and LIMIT x1000 in the shared file are killed (over(3)
@@ -151,11 +151,10 @@ def test_the_cache_reuses_a_kill_while_its_test_file_is_unchanged_and_a_survivor
 def test_the_command_line_takes_options_before_and_after_the_firmware_folders():
     parser = argparse.ArgumentParser(prog="hil")
     add_arguments(parser.add_subparsers().add_parser("mutate"))
-    from micropython_hil.mutate.cli import _split  # noqa: PLC2701  (the parsing under test)
 
     args = parser.parse_args(["mutate", "--workers", "3", "fw/a", "fw/b", "--budget", "60", "--",
                               "scenarios", "-m", "not fuzz", "--workers", "9"])
-    firmwares, pytest_args = _split(args)
+    firmwares, pytest_args = split_target(args)
     assert firmwares == ["fw/a", "fw/b"] and args.workers == 3 and args.budget == 60
     assert pytest_args == ["scenarios", "-m", "not fuzz", "--workers", "9"]
     assert child_args(["scenarios", "--hil-mutate", "fw/a", "-x", "--hil-mutate-workers=2",

@@ -229,11 +229,16 @@ class Node:
             while self.replies:
                 self.link.publish(self.topic_reply, self.replies[0], qos=1)
                 self.replies.pop(0)
-            if self.state_dirty:
-                self.link.publish(self.topic_state, json.dumps({"relays": self.states()}), retain=True, qos=1)
-                self.state_dirty = False
         except OSError:
-            pass  # the link dropped; the replies and state go out after reconnecting
+            return  # the link dropped; the replies go out after reconnecting
+        if self.state_dirty:
+            # Cleared before publishing: umqtt takes incoming messages while it waits for the
+            # PUBACK, and a command taken there sets it again (clearing it after lost that change).
+            self.state_dirty = False
+            try:
+                self.link.publish(self.topic_state, json.dumps({"relays": self.states()}), retain=True, qos=1)
+            except OSError:
+                self.state_dirty = True  # the link dropped; the state goes out after reconnecting
 
 
 def main():

@@ -26,7 +26,6 @@ MIN_INTERVAL_S, MAX_INTERVAL_S = 1, 86400
 class Station:
     def __init__(self, cfg):
         x = cfg["extra"]
-        self.cfg = cfg
         prefix = cfg["topic_prefix"]
         self.topic_telemetry = prefix + "/telemetry"
         self.topic_status = prefix + "/status"

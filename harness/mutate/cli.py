@@ -55,7 +55,7 @@ def add_arguments(subparser: argparse.ArgumentParser) -> None:
     subparser.set_defaults(func=run)
 
 
-def _split(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+def split_target(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """(firmware folders, pytest args) from the raw remainder; options between the firmware
     folders and `--` are parsed here (argparse's remainder takes them raw)."""
     target = list(args.target or [])
@@ -69,7 +69,7 @@ def _split(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run `hil mutate`; the exit status (1: score below --min-score)."""
-    firmwares, pytest_args = _split(args)
+    firmwares, pytest_args = split_target(args)
     if not firmwares:
         raise HarnessError("mutate: name the firmware folder(s) to mutate, e.g. "
                            "hil mutate firmware_under_test/weather_station -- scenarios")

@@ -79,6 +79,7 @@ class Campaign:
         self._lock = threading.Lock()
         self._scope_kills: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self._kills: Counter = Counter()  # kills by each test so far, in this campaign
+        self._scope_firmware_kills: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self._live: set = set()           # child pytest processes running now
         self._stopping = False
         self._clean: dict[Path, TestRun] = {}
@@ -213,8 +214,11 @@ class Campaign:
         diff = self._diff(p, mutated)
         result = MutantResult(p.mutant, SURVIVED, firmwares=[t.name for t in p.trees], diff=diff)
         began = time.monotonic()
-        # Shared code meets the firmware whose tests ran fastest first: most kills come early.
-        for tree in sorted(p.trees, key=lambda t: self._clean[t.path].seconds):
+        # Shared code meets first the firmware whose tests killed its neighbours, then the one
+        # whose tests ran fastest: most kills come early.
+        with self._lock:
+            by_firmware = Counter(self._scope_firmware_kills[(str(p.file), p.mutant.scope)])
+        for tree in sorted(p.trees, key=lambda t: (-by_firmware[t.path], self._clean[t.path].seconds)):
             clean = self._clean[tree.path]
             workdir = tempdirs.make_temp_dir("mutant")
             try:
@@ -235,7 +239,7 @@ class Campaign:
             failure = run.first_failure
             if failure is not None:
                 result.status, result.killer, result.reason = KILLED, failure.nodeid, failure.message
-                self._count_kill(p, failure.nodeid)
+                self._count_kill(p, failure.nodeid, tree)
                 break
         result.seconds = round(time.monotonic() - began, 2)
         if result.status != ERROR:
@@ -258,10 +262,12 @@ class Campaign:
 
         return sorted(selected, key=key)
 
-    def _count_kill(self, p: Planned, nodeid: str) -> None:
+    def _count_kill(self, p: Planned, nodeid: str, tree: FirmwareTree | None = None) -> None:
         with self._lock:
             self._scope_kills[(str(p.file), p.mutant.scope)][nodeid] += 1
             self._kills[nodeid] += 1
+            if tree is not None:
+                self._scope_firmware_kills[(str(p.file), p.mutant.scope)][tree.path] += 1
 
     def _key(self, p: Planned) -> str:
         """The mutant's source: the mutated file's text, where it is, which firmwares it is in."""

@@ -7,9 +7,9 @@ ARGS` (micropython_hil.mutate), with this command line (less the --hil-mutate op
 child runs' pytest arguments. The exit status is 1 when the score is below --hil-mutate-min-score.
 
 In a child run (--hil-mutant-of ORIGINAL, set by the campaign), a plugin object keeps only the tests
-that deploy ORIGINAL (their @pytest.mark.firmware names it; or they name none and take --firmware),
-runs them in the order --hil-mutant-tests gives, skips collecting other test files, and writes one
-JSON line per test to --hil-mutant-report: what the campaign reads back.
+that deploy ORIGINAL (their @pytest.mark.firmware names it), runs them in the order
+--hil-mutant-tests gives, skips collecting other test files, and writes one JSON line per test to
+--hil-mutant-report: what the campaign reads back.
 
 One hook, pytest_cmdline_main, is re-exported by the plugin's __init__: it runs before the session
 is configured, so it can run the campaign in place of the session or register the child plugin.
@@ -27,8 +27,6 @@ import pytest
 from ..errors import HarnessError
 from .options import HilOptions, options
 
-# Fixtures through which a test deploys the firmware named by --firmware or its marker.
-DEPLOYING_FIXTURES = {"firmware_dir", "firmware", "start_firmware", "fuzzer", "hot_loop"}
 _FLAGS_WITH_VALUES = ("--hil-mutate", "--hil-mutate-workers", "--hil-mutate-budget", "--hil-mutate-min-score")
 
 
@@ -105,11 +103,14 @@ class MutantChildRun:
             self.report.flush()
 
     def deploys_original(self, item: pytest.Item) -> bool:
+        """The test's @pytest.mark.firmware names the original. A test without the marker is left
+        out: it may deploy a firmware of its own (start_firmware(firmware=...)), and --firmware,
+        which the campaign sets to the copy, would otherwise decide for the rest."""
         if self.original is None:
             return True
         marker = item.get_closest_marker("firmware")
         if marker is None or not marker.args:
-            return bool(DEPLOYING_FIXTURES & set(getattr(item, "fixturenames", ())))
+            return False
         path = Path(str(marker.args[0]))
         if not path.is_absolute():
             path = Path(self.config.rootpath) / path
