@@ -28,6 +28,7 @@ from .deploy.device_start import device_setup, device_tls, new_client_id
 from .deploy.firmware import Firmware
 from .errors import BoardException, HarnessError
 from .mqtt.broker import Broker, make_broker
+from .mutate import cli as mutate_cli
 from .sim.simulator import TIME_MODES, Simulator
 
 
@@ -234,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--rfc2217-port", type=int, default=0, help="TCP port on loopback (default: a free one)")
     serve.add_argument("--time", default="real", choices=TIME_MODES, help="the simulated board's clock")
     serve.set_defaults(func=cmd_serve)
+
+    mutate_cli.add_arguments(sub.add_parser("mutate", help="measure how much of a firmware its tests check "
+                                                           "(mutation testing on simulated boards)"))
 
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends as Ctrl-C does: cleaned up

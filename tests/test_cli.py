@@ -60,3 +60,13 @@ def test_run_takes_simulated_inputs_from_the_command_line():
     assert '"temperature_c": 25.5' in result.stdout and '"battery_v": 3.0' in result.stdout
     result = hil("run", "firmware_under_test/weather_station", "--set", "adc:99=1")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("hil: --set adc:99=1: ")
+
+
+def test_mutate_lists_the_mutants_of_a_firmware_and_names_a_missing_folder():
+    result = hil("mutate", "--list", "firmware_under_test/weather_station", "--", "scenarios", "-m", "not fuzz")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("app.py:Station.") for line in lines), lines[:5]
+    assert any(line.startswith("../common/lib/link.py:Link.") for line in lines), lines[:5]
+    missing = hil("mutate", "--list", "firmware_under_test/no_such_firmware")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no_such_firmware" in missing.stderr
