@@ -156,6 +156,17 @@ def test_failure_reports_exact_payload_and_a_regression_test():
     assert test.pytestmark[0].args == ("firmware_under_test/home_automation",)
 
 
+def test_a_failure_flagged_after_its_batch_names_the_batch_not_a_payload_in_it():
+    """The liveness ping's failure is flagged on b"" (no payload of the batch): building the
+    message once raised ValueError (b'' is not in list)."""
+    batch = [b'{"op":"get"}', b'{"op":"toggle","relay":0}']
+    failure = FuzzWrongReply(b"", "liveness ping: reply lost its id", batch, "firmware_under_test/home_automation")
+    text = str(failure)
+    assert "(after a batch of 2, all in the test below)" in text and "liveness ping: reply lost its id" in text
+    inside = FuzzWrongReply(batch[1], "no effect", batch)
+    assert "(payload 2 of a batch of 2, all in the test below)" in str(inside)
+
+
 def test_relay_model_compares_pins_with_the_expected_state():
     class Pin:
         def __init__(self, level):
