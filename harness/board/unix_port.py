@@ -132,15 +132,18 @@ class UnixPort:
                 self._master, self._slave = os.openpty()
                 tty.setraw(self._slave)
                 self.device = os.ttyname(self._slave)
-            launch = Launch.for_root(self.binary, self.root, self.sim, extra_args)
-            try:
-                proc = launch.start(self._tether, stdin=self._master, stdout=self._master,
-                                           stderr=self._master)
-            except OSError as e:
-                raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {e.strerror}") from None
+            proc = self._spawn(Launch.for_root(self.binary, self.root, self.sim, extra_args))
             self._proc = proc
             self._changed.notify_all()
         threading.Thread(target=self._watch, args=(proc,), name=f"{self.name}-watch", daemon=True).start()
+
+    def _spawn(self, launch: Launch) -> subprocess.Popen:
+        """Start one launch with the pty's master as its stdio (ContainerPort starts it in a
+        container instead); the process, Popen-like."""
+        try:
+            return launch.start(self._tether, stdin=self._master, stdout=self._master, stderr=self._master)
+        except OSError as e:
+            raise MicroPythonNotFound(f"{self.name}: cannot start {self.binary}: {e.strerror}") from None
 
     def _watch(self, proc: subprocess.Popen) -> None:
         code = proc.wait()

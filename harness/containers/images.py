@@ -75,12 +75,14 @@ def _rootfs_tar(files: Mapping[str, Content], dirs: Mapping[str, int]) -> tuple[
             content = files[path]
             if isinstance(content, Path):
                 data = content.resolve().read_bytes()
-                mode = 0o755 if content.resolve().stat().st_mode & 0o111 else 0o644
+                stat = content.resolve().stat()
+                mode = 0o755 if stat.st_mode & 0o111 else 0o644
+                mtime = int(stat.st_mtime)  # kept: CPython checks its cached bytecode against it
             else:
                 data = content.encode() if isinstance(content, str) else content
-                mode = 0o644
+                mode, mtime = 0o644, 0
             info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode = len(data), mode
+            info.size, info.mode, info.mtime = len(data), mode, mtime
             tar.addfile(info, io.BytesIO(data))
             digest.update(path.encode() + b"\0" + data)
     return buffer.getvalue(), digest.hexdigest()

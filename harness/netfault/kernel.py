@@ -22,6 +22,10 @@ two compose: point the board at a proxy and fault both.
 
 Everything lives in the two namespaces and on their veth links, which the kernel removes when
 the namespaces' processes end, so a SIGKILLed run leaves nothing in the host's network.
+
+The board's side may also be a namespace the harness does not hold: `KernelLink(netns_of=PID)`
+wires the namespace of a container's first process (a docker board: container_board.py), which
+ends with the container.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from .. import tempdirs
 from ..errors import NetFaultError
 from ..tether import Tether
 from .conditions import DOWN, UP, directions
-from .namespace import NetNamespace, run, unavailable
+from .namespace import NetNamespace, ProcessNamespace, run, unavailable
 
 __all__ = ["KernelLink", "KernelFault", "unavailable"]
 
@@ -81,8 +85,11 @@ class KernelLink:
     """A board's own network namespace, its WiFi link to the host through the air namespace,
     and the wire for its control channel. Use as a context manager, or start() and close()."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, netns_of: int | None = None) -> None:
+        """`netns_of`: the pid of a process whose network namespace is the board's (a
+        container's first process), wired as the board side instead of a namespace of our own."""
         self.name = name or f"link{next(_ids)}"
+        self.netns_of = netns_of
         tag = secrets.token_hex(3)
         self.host_interfaces = (f"hilu{tag}", f"hilw{tag}")  # uplink, wire: in the host's namespace
         self.addresses: dict[str, str] = {}
@@ -104,7 +111,8 @@ class KernelLink:
             raise NetFaultError(f"kernel link {self.name}: {reason}")
         self._tether = Tether(f"hil-netns-{self.name}")
         try:
-            self._board = NetNamespace(f"{self.name}/board", self._tether)
+            self._board = (NetNamespace(f"{self.name}/board", self._tether) if self.netns_of is None
+                           else ProcessNamespace(f"{self.name}/board", self.netns_of))
             self._air = NetNamespace(f"{self.name}/air", self._tether)
             self._wire_up(self._pick_addresses())
         except BaseException:

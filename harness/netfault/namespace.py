@@ -95,3 +95,28 @@ class NetNamespace:
 
     def __repr__(self) -> str:
         return f"NetNamespace({self.name!r}, pid={self._proc.pid})"
+
+
+class ProcessNamespace(NetNamespace):
+    """The network namespace of a process the harness does not hold (a container's first
+    process): commands run inside as in a NetNamespace; close() leaves it to its owner."""
+
+    def __init__(self, name: str, pid: int) -> None:
+        self.name = name
+        self._pid = int(pid)
+        if not os.path.exists(self.path):
+            raise NetFaultError(f"namespace {name}: no process {pid} on this machine")
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{self._pid}/ns/net"
+
+    def close(self) -> None:
+        pass  # the namespace ends with its owner (the container's removal)
+
+    def __repr__(self) -> str:
+        return f"ProcessNamespace({self.name!r}, pid={self._pid})"

@@ -11,6 +11,9 @@ from typing import Iterator
 import pytest
 
 from ..board.board import Board, open_board
+from ..containers.engine import Engine
+from ..netfault.container_board import open_docker_board
+from ..netfault.kernel import unavailable
 from ..errors import FirmwareError
 from ..sim.simulator import Simulator
 from .options import options
@@ -20,7 +23,7 @@ _START_KEY = pytest.StashKey[int]()
 _ROLE_CONSOLES_KEY = pytest.StashKey[dict]()  # role -> (board, console length when watched)
 
 MARKERS = [
-    "board(kind): run only on this kind of board (unix or serial)",
+    "board(kind): run only on this kind of board (unix, docker, serial or labgrid)",
     "requires_hardware: needs a real board (--board serial:PORT)",
     "requires_sim(*roles): needs the simulator (--board unix); with role names, needs those roles "
     "of a multi-board test simulated",
@@ -51,11 +54,25 @@ def make_board(config: pytest.Config, node: pytest.Item | None = None, sim: Simu
         marker = node.get_closest_marker("sim") if node is not None else None
         sim = make_simulator(config, marker.kwargs if marker else {})
     try:
+        if opts.board.kind == "docker":  # in a container on its own network
+            return open_docker_board_or_skip(sim, opts.board_timeout)
         return open_board(opts.board, micropython=opts.micropython, sim=sim, timeout=opts.board_timeout)
     except BaseException:
         if sim is not None:
             sim.close()
         raise
+
+
+def open_docker_board_or_skip(sim: Simulator | None, timeout: float, name: str | None = None) -> Board:
+    """A simulated board in a container on DOCKER_HOST's engine (else the local socket), its
+    namespace wired by a KernelLink (`board.network`); skips where no engine answers or
+    namespaces cannot be wired (not root, ip/nft/tc missing)."""
+    reason = Engine.unavailable()
+    if reason is None and unavailable() is not None:
+        reason = f"kernel link: {unavailable()}"
+    if reason:
+        pytest.skip(f"docker board: {reason}")
+    return open_docker_board(sim, name=name, timeout=timeout)
 
 
 def close_board(board: Board) -> None:
@@ -178,7 +195,7 @@ def skip_by_marker(item: pytest.Item) -> None:
         wanted = marker.kwargs.get("kind") or (marker.args[0] if marker.args else None)
         if wanted and wanted != spec.kind:
             pytest.skip(f"needs a {wanted} board; this run uses --board {spec.text}")
-    if item.get_closest_marker("requires_hardware") and spec.kind == "unix":  # a chip on serial or a labgrid place
+    if item.get_closest_marker("requires_hardware") and spec.simulated:  # a chip on serial or a labgrid place
         pytest.skip("needs a real board: run with --board serial:PORT")
     assignment = options(item.config).board_roles
     for role in marked_roles(item):
@@ -188,8 +205,8 @@ def skip_by_marker(item: pytest.Item) -> None:
     if needs_sim is not None and needs_sim.args:
         for role in needs_sim.args:
             role_spec = assignment.spec_for(str(role))
-            if role_spec is None or role_spec.kind != "unix":
+            if role_spec is None or not role_spec.simulated:
                 pytest.skip(f"needs role {role!r} simulated: it is on {role_spec} in this run, a real board "
                             "whose inputs the test cannot set")
-    elif needs_sim is not None and spec.kind != "unix":
+    elif needs_sim is not None and not spec.simulated:
         pytest.skip("needs the simulator (--board unix): a real board cannot fake its inputs")

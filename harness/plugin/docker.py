@@ -1,5 +1,19 @@
-"""pytest fixtures of Docker engines: `docker_engine` and `docker_mosquitto_image`, and the
-broker `--broker docker:IMAGE[:TAG]` starts (`start_docker_broker`, called by the broker fixture).
+"""pytest fixtures of Docker engines: `docker_engine` and `docker_mosquitto_image`, the broker
+`--broker docker:IMAGE[:TAG]` starts (`start_docker_broker`, called by the broker fixture), and
+docker boards: `docker_board`, a simulated board in a container on its own network, whatever
+--board says (`--board docker:PROFILE` opens the same: plugin/board.py's make_board).
+
+A test module runs its board, and so `sim` and `start_firmware`, in a container by overriding
+the board fixture (or the whole run does, with --board docker):
+
+    @pytest.fixture
+    def board(docker_board):
+        return docker_board
+
+    def test_lossy_wifi(board, start_firmware, telemetry):
+        device = start_firmware()
+        with board.network.loss(10):     # the container's link (a KernelLink)
+            ...
 
 Options (group "broker in a container"): --broker-files CONTAINER_PATH=HOST_FILE[,...] (the
 broker's config, password file, certificates, copied in before it starts), --broker-container-port
@@ -10,15 +24,18 @@ socket; where none answers, these fixtures skip and say how to get one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from ..board.board import Board
 from ..containers.engine import Engine
 from ..containers.images import mosquitto_available, mosquitto_image
 from ..errors import HarnessError
 from ..mqtt.docker_broker import DockerBroker, make_docker_broker
 from ..mqtt.tls import ProvidedTls
+from .board import close_board, make_simulator, open_docker_board_or_skip, watch_console
 from .options import options
 
 
@@ -61,3 +78,27 @@ def start_docker_broker(config: pytest.Config) -> DockerBroker:
                                 container_port=opts.broker_container_port, credentials=opts.broker_credentials,
                                 tls_mode=opts.broker_tls, tls=tls, lan=opts.broker_lan)
     return broker.start()
+
+
+@pytest.fixture
+def docker_board(request: pytest.FixtureRequest, hil_artifacts: Path) -> Iterator[Board]:
+    """A simulated ESP32 (the test's sim marker applies) whose process runs in a container on
+    its own network; `docker_board.network` is its KernelLink. Removed after the test."""
+    marker = request.node.get_closest_marker("sim")
+    sim = make_simulator(request.config, marker.kwargs if marker else {})
+    try:
+        the_board = open_docker_board_or_skip(sim, options(request.config).board_timeout)
+    except BaseException:
+        sim.close()
+        raise
+    start = len(the_board.console.text)
+    watch_console(request.node, the_board)
+    try:
+        yield the_board
+    finally:
+        try:
+            the_board.stop()
+        except Exception:
+            pass  # it is closed below either way
+        (hil_artifacts / "console.log").write_text(the_board.console.text[start:])
+        close_board(the_board)

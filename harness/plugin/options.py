@@ -48,8 +48,8 @@ class _Option:
 
 _GROUPS: dict[str, list[_Option]] = {
     "MicroPython HIL: boards": [
-        _Option("board", "unix", "board to test on: unix (simulated ESP32), unix:PROFILE, serial:PORT, "
-                "serial:auto, serial:rfc2217://HOST:PORT (env HIL_BOARD); repeatable as ROLE=SPEC: that "
+        _Option("board", "unix", "board to test on: unix (simulated ESP32), unix:PROFILE, docker:PROFILE (simulated, "
+                "in a container), serial:PORT, serial:auto, serial:rfc2217://HOST:PORT (env HIL_BOARD); repeatable as ROLE=SPEC: that "
                 "role of a multi-board test on that board, the other roles simulated", kind="list",
                 metavar="[ROLE=]SPEC"),
         _Option("micropython", "", "unix-port binary to run (default: `micropython` from "
@@ -287,8 +287,8 @@ class HilOptions:
         )
 
     def simulated(self) -> bool:
-        """True when boards run on the unix port under the simulator."""
-        return self.board.kind == "unix"
+        """True when boards run on the unix port under the simulator (locally or in a container)."""
+        return self.board.simulated
 
 
 class _Raw:
