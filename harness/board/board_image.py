@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from ..containers.engine import Engine
@@ -115,17 +116,19 @@ def board_files() -> tuple[str, dict[str, Content], dict[str, int]]:
 
 # engine URL -> the reference made: later boards skip probing and hashing.
 _MADE: dict[str, str] = {}
+_MAKING = threading.Lock()  # a fleet's boards start in parallel: one import per engine
 
 
 def board_image(engine: Engine) -> str:
     """The reference of the docker board image on `engine`, imported if missing."""
-    if engine.url in _MADE and engine.has_image(_MADE[engine.url]):
-        return _MADE[engine.url]
-    version, files, dirs = board_files()
-    reference = import_rootfs(engine, BOARD_REPOSITORY, version, files, dirs,
-                              changes=['CMD ["/usr/bin/sleep", "infinity"]', "WORKDIR /"])
-    _MADE[engine.url] = reference
-    return reference
+    with _MAKING:
+        if engine.url in _MADE and engine.has_image(_MADE[engine.url]):
+            return _MADE[engine.url]
+        version, files, dirs = board_files()
+        reference = import_rootfs(engine, BOARD_REPOSITORY, version, files, dirs,
+                                  changes=['CMD ["/usr/bin/sleep", "infinity"]', "WORKDIR /"])
+        _MADE[engine.url] = reference
+        return reference
 
 
 def launcher_argv() -> list[str]:

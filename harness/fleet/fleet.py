@@ -11,6 +11,12 @@ sensor values, checked board by board and as a whole.
     fleet[17].telemetry.expect(fleet[17].topic("status")) # one board's own Telemetry
     fleet.close()
 
+Over Docker engines (`engines=["unix:///var/run/docker.sock", "unix:///run/dockerd-b.sock"]`, or
+`--fleet-engine URL` repeated): board i runs in a container on engine i mod len(engines)
+(netfault/container_board.py: a docker board on its own network), its flash still a folder here
+(bind-mounted), its telemetry gathered as for local boards; `fleet.placement()` counts the boards
+per engine. The engines must be on this machine (their sockets, or tcp:// on loopback).
+
 Starting: the firmware is staged once; each board (a thread pool of `workers`) gets a
 Simulator wired as the firmware's manifest says plus `values(i)` (the manifest's "wiring"
 format), its files copied straight into its flash folder (a simulated board's flash is a host
@@ -30,16 +36,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jsonschema
 
 from .. import tempdirs
 from ..board.board import Board
+from ..containers.engine import Engine
 from ..deploy.device_config import CONFIG_FILE, SCHEMA
 from ..deploy.firmware import Device, Firmware
 from ..errors import HarnessError, TelemetryError
 from ..mqtt.telemetry import Message, Telemetry, Where
+from ..netfault.container_board import open_docker_board
 from ..sim.simulator import Simulator
 from ..sim.wiring import apply_wiring
 from ..deploy.device_start import DeviceSetup, device_setup, device_tls, new_client_id
@@ -64,6 +72,7 @@ class FleetBoard:
     client_id: str
     device: Device
     telemetry: Telemetry
+    engine: str | None = None  # the Docker engine whose container runs it; None: a local process
 
     @property
     def sim(self) -> Simulator:
@@ -97,6 +106,8 @@ class Fleet:
         self._router = TelemetryRouter(broker)
         self._staged: Path | None = None
         self._launcher: QuickLauncher | None = None
+        self._engines: list[Engine] = []
+        self._own_engines: list[Engine] = []  # connected here (given as URLs): closed at close()
         self._closed = False
 
     # -- starting ------------------------------------------------------------------------------
@@ -106,13 +117,15 @@ class Fleet:
               extra: dict | Callable[[int], dict] | None = None, time_mode: str = "real",
               profile: str = "esp32", micropython: str | None = None, timeout: float = 10.0,
               workers: int | None = None, keepalive: int = 30, files: dict[str, Any] | None = None,
-              topics: dict[str, str] | None = None, quick_start: bool = True) -> "Fleet":
+              topics: dict[str, str] | None = None, quick_start: bool = True,
+              engines: Sequence[str | Engine] = ()) -> "Fleet":
         """Start `n` boards in parallel; the Fleet once every board runs its main.py.
 
         `values(i)`: board i's inputs in the manifest's "wiring" format, on top of the
         manifest's; `extra`: firmware settings, or a function of the index giving them;
         `files`/`topics`: as start_firmware's; `quick_start`: launch the unix port without
-        CPython's site initialisation (launcher.py; an explicit `micropython` is run as it is).
+        CPython's site initialisation (launcher.py; an explicit `micropython` is run as it is);
+        `engines`: Docker engines (URLs or Engines) to spread the boards over, in containers.
         A board that fails to start fails the whole start, naming it, after every board started
         so far is closed."""
         if n < 1:
@@ -122,7 +135,13 @@ class Fleet:
         fleet = cls(broker, firmware)
         try:
             fleet._stage()
-            if quick_start:
+            for engine in engines:
+                if isinstance(engine, Engine):
+                    fleet._engines.append(engine)
+                else:
+                    fleet._own_engines.append(Engine(engine))
+                    fleet._engines.append(fleet._own_engines[-1])
+            if quick_start and not fleet._engines:
                 fleet._launcher = QuickLauncher(micropython)
                 micropython = fleet._launcher.binary
             workers = workers or min(n, 4 * (os.cpu_count() or 2))
@@ -156,9 +175,13 @@ class Fleet:
                    files: dict[str, Any] | None, topics: dict[str, str] | None) -> FleetBoard:
         client_id = f"{self.label}-{i}"
         sim = Simulator(profile=profile, time_mode=time_mode)
+        engine = self._engines[i % len(self._engines)] if self._engines else None
         try:
             wire(sim, self.firmware, values(i) if values is not None else None, f"fleet values({i})")
-            board = Board.unix(micropython=micropython, sim=sim, name=client_id, timeout=timeout)
+            if engine is not None:
+                board = open_docker_board(sim, engine=engine, name=client_id, timeout=timeout)
+            else:
+                board = Board.unix(micropython=micropython, sim=sim, name=client_id, timeout=timeout)
         except BaseException:
             sim.close()
             raise
@@ -174,7 +197,8 @@ class Fleet:
             board.close()
             sim.close()
             raise
-        return FleetBoard(i, board, client_id, setup.device(board, self.firmware, run), telemetry)
+        return FleetBoard(i, board, client_id, setup.device(board, self.firmware, run), telemetry,
+                          engine.url if engine is not None else None)
 
     def _write_flash(self, board: Board, setup: DeviceSetup) -> None:
         """The staged firmware and its config files, written into the board's flash folder."""
@@ -205,6 +229,13 @@ class Fleet:
             if member.client_id == client_id:
                 return member
         raise KeyError(f"fleet {self.label} has no board {client_id!r}")
+
+    def placement(self) -> dict[str | None, int]:
+        """How many boards run on each Docker engine (by URL; None: local processes)."""
+        counts: dict[str | None, int] = {}
+        for member in self.boards:
+            counts[member.engine] = counts.get(member.engine, 0) + 1
+        return counts
 
     @property
     def router(self) -> TelemetryRouter:
@@ -344,6 +375,9 @@ class Fleet:
             if self._launcher is not None:
                 self._launcher.close()
                 self._launcher = None
+            for engine in self._own_engines:
+                engine.close()
+            self._engines, self._own_engines = [], []
 
     def __enter__(self) -> "Fleet":
         return self

@@ -9,17 +9,19 @@
         stations.assert_none_lost("telemetry")
 
 fleet(n, firmware=None, values=None, *, extra=None, time=None, profile=None, workers=None,
-keepalive=30, files=None, topics=None) -> Fleet. `firmware`: a folder (relative: to the rootdir)
+keepalive=30, files=None, topics=None, engines=None) -> Fleet. `firmware`: a folder (relative: to the rootdir)
 or a Firmware; default: the test's (--firmware, or @pytest.mark.firmware). The board clock is
 the test's @pytest.mark.sim(time=...) or --sim-time unless `time` says; fleets are simulated
-whatever --board says. Every fleet is closed at the end of the test, its boards' consoles
+whatever --board says. `engines` (default: --fleet-engine, repeatable, or the ini key
+hil_fleet_engine, space-separated): Docker engine URLs whose containers run the boards, spread
+over them in turn. Every fleet is closed at the end of the test, its boards' consoles
 saved in the test's artifact folder (fleet-1/<client id>.console.log, ...).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -40,7 +42,8 @@ def fleet(request: pytest.FixtureRequest, broker: Any, hil_artifacts: Path) -> I
     def start(n: int, firmware: str | Path | Firmware | None = None, values: Callable[[int], dict] | None = None,
               *, extra: dict | Callable[[int], dict] | None = None, time: str | None = None,
               profile: str | None = None, workers: int | None = None, keepalive: int = 30,
-              files: dict[str, Any] | None = None, topics: dict[str, str] | None = None) -> Fleet:
+              files: dict[str, Any] | None = None, topics: dict[str, str] | None = None,
+              engines: Sequence[str] | None = None) -> Fleet:
         chosen = (firmware_of(firmware, Path(request.config.rootpath)) if firmware is not None
                   else request.getfixturevalue("firmware"))
         started.append(Fleet.start(
@@ -48,7 +51,8 @@ def fleet(request: pytest.FixtureRequest, broker: Any, hil_artifacts: Path) -> I
             time_mode=time or marked.get("time") or opts.sim_time or "real",
             profile=profile or marked.get("profile") or opts.sim_profile or "esp32",
             micropython=opts.micropython, timeout=opts.board_timeout, workers=workers,
-            keepalive=keepalive, files=files, topics=topics))
+            keepalive=keepalive, files=files, topics=topics,
+            engines=opts.fleet_engines if engines is None else engines))
         return started[-1]
 
     try:

@@ -73,6 +73,9 @@ _GROUPS: dict[str, list[_Option]] = {
         _Option("sim_time", "", "board clock of the simulated ESP32: real (default), fast (sleeps jump) "
                 "or stepped (the test advances it with sim.advance)", kind="choice", choices=TIME_MODES),
         _Option("sim_profile", "", "board profile when --board is plain unix (default esp32)", metavar="NAME"),
+        _Option("fleet_engine", "", "a Docker engine on this machine whose containers run fleet boards "
+                "(unix:///PATH.sock, tcp://127.0.0.1:PORT); repeatable: the boards are spread over them "
+                "(ini: space-separated)", kind="list", metavar="URL"),
     ],
     "MicroPython HIL: broker and telemetry": [
         _Option("broker", "amqtt", "MQTT broker: amqtt (embedded), mosquitto, [USER:PASSWORD@]HOST:PORT, or "
@@ -192,6 +195,7 @@ class HilOptions:
     artifacts: Path                 # absolute
     labgrid_coordinator: str | None  # --board labgrid:PLACE: HOST[:PORT]; None: labgrid's default
     labgrid_wait: float             # seconds to wait for a held place
+    fleet_engines: tuple[str, ...]  # Docker engines fleets spread their boards over; (): local processes
     sim_time: str | None
     sim_profile: str | None
     broker: str
@@ -247,6 +251,7 @@ class HilOptions:
             artifacts=raw.path("hil_artifacts"),
             labgrid_coordinator=raw.text("labgrid_coordinator") or None,
             labgrid_wait=raw.number("labgrid_wait", float, minimum=0),
+            fleet_engines=tuple(raw.texts("fleet_engine")),
             sim_time=raw.text("sim_time") or None,
             sim_profile=raw.text("sim_profile") or None,
             broker=raw.text("broker"),
