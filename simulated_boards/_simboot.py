@@ -17,6 +17,7 @@ import _siminputs  # noqa: F401  (applies the inputs set so far; tracks the host
 import time
 import select
 import socket
+import os  # noqa: F401  (takes the board's root while it is the cwd; is uos too, see os)
 
 for _name, _mod in (("utime", time), ("uselect", select), ("usocket", socket)):
     sys.modules[_name] = _mod

@@ -57,3 +57,23 @@ def test_a_stopped_server_leaves_no_board_process(served):
     assert all(wait_gone(int(pid)) for pid in children)
     assert not os.path.exists(device)
 
+
+
+def _df(device):
+    """mpremote df's figures for the one filesystem: (size, used, avail)."""
+    lines = mpremote("connect", device, "df").stdout.splitlines()
+    assert lines[0].split()[:4] == ["filesystem", "size", "used", "avail"] and len(lines) == 2, lines
+    return tuple(int(n) for n in lines[1].split()[1:4])
+
+
+def test_mpremote_fs_ls_and_df_show_the_flash(served, tmp_path):
+    device, _, _ = served
+    size, used, avail = _df(device)
+    # The esp32 profile's vfs partition: 4 MiB of flash from 2 MiB on, in 4096-byte blocks.
+    assert size == 2 * 1024 * 1024 and used + avail == size and 0 < used < 64 * 1024
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 40)  # 10240 bytes: three blocks
+    assert mpremote("connect", device, "fs", "cp", str(data), ":data.bin").returncode == 0
+    listing = mpremote("connect", device, "fs", "ls").stdout.splitlines()
+    assert "       10240 data.bin" in listing, listing
+    assert _df(device) == (size, used + 3 * 4096, avail - 3 * 4096)

@@ -89,9 +89,12 @@ def test_board_enforces_its_profile(sim_process, name):
     assert r["adc"] == sorted(prof.adc)
     assert r["width10"] is (name == "esp32")   # the S3's ADC has 12 bits only
     # The firmware sees about the chip's heap in GC blocks (bytes x word-size ratio on a
-    # 64-bit host), not the laptop's (this probe holds a few KB itself).
+    # 64-bit host), not the laptop's (this probe holds a few KB itself). Interned names live in
+    # pools that double as they fill: whether the probe's names start a new one (about 7 KB
+    # here) depends on how many the shims interned before, so a name added to a shim can move
+    # the figure by that much.
     chip = chip_heap_on_host(prof.heapsize)
-    assert chip - 16 * 1024 <= r["free"] <= chip + 8 * 1024, (r["free"], chip)
+    assert chip - 24 * 1024 <= r["free"] <= chip + 8 * 1024, (r["free"], chip)
 
 
 def test_profiles_differ_where_the_chips_do():
