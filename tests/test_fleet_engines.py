@@ -1,11 +1,16 @@
 """Fleets over Docker engines: boards placed in containers on two engines of this machine (the
-default dockerd, and a second one this module starts on its own socket, data root, exec root and
-pidfile, without a bridge or iptables rules, stopped by pid at the end), their telemetry
-gathered in the test as for local boards. Real daemons, real containers."""
+default dockerd, and a second one this module starts on its own socket, data root, exec root,
+pidfile and bridge, without iptables rules, stopped by pid at the end), their telemetry
+gathered in the test as for local boards. Real daemons, real containers.
+
+The second daemon gets a bridge of its own, made here: `--bridge=none` would not do, since a
+dockerd without a bridge deletes the interface docker0 at its start (measured with 20.10), the
+first daemon's, in the namespace they share."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -22,8 +27,8 @@ _WHY = Engine.unavailable() or (f"kernel link: {unavailable()}" if unavailable()
 pytestmark = pytest.mark.skipif(bool(_WHY), reason=f"fleets over engines: {_WHY}")
 
 
-def start_dockerd(folder, tether: Tether) -> tuple[str, subprocess.Popen]:
-    """A second dockerd with everything of its own under `folder`; its URL once it answers."""
+def start_dockerd(folder, bridge: str, tether: Tether) -> tuple[str, subprocess.Popen]:
+    """A second dockerd with everything of its own under `folder`, on `bridge`; its URL once it answers."""
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         pytest.skip("a second engine needs dockerd: apt-get install docker.io")
@@ -31,7 +36,7 @@ def start_dockerd(folder, tether: Tether) -> tuple[str, subprocess.Popen]:
     log = open(folder / "dockerd.log", "wb")
     proc = tether.popen([dockerd, "--host", url, "--data-root", str(folder / "data"),
                          "--exec-root", str(folder / "exec"), "--pidfile", str(folder / "dockerd.pid"),
-                         "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"],
+                         "--bridge", bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false"],
                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     log.close()
     deadline = time.monotonic() + 60
@@ -62,9 +67,11 @@ def second_engine():
         pytest.skip("a second dockerd needs root")
     folder = tempdirs.make_temp_dir("dockerd")
     tether = Tether("second-dockerd")
+    bridge = f"hilbr{secrets.token_hex(3)}"
     proc = None
     try:
-        url, proc = start_dockerd(folder, tether)
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
+        url, proc = start_dockerd(folder, bridge, tether)
         yield url
         with Engine(url) as engine:  # the fleet removed its boards; nothing of the harness is left
             left = engine.client.containers.list(all=True, filters={"label": LABEL})
@@ -79,6 +86,7 @@ def second_engine():
         for mount in reversed(still_mounted):
             subprocess.run(["umount", "-l", mount], capture_output=True)
         tempdirs.remove(folder)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
 def containers_of_this_run(url: str) -> int:
