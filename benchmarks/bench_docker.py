@@ -2,12 +2,14 @@
 
 - a broker in a container (this machine's mosquitto as an image, `--broker docker:...`) from
   start() to its first CONNACK, against the embedded amqtt and a local mosquitto process;
-- a simulated board in its own network namespace (a KernelLink: two namespaces, three veth
-  links) ready at the raw REPL, and its exec round trip, against a local unix board.
+- a simulated board in a container (`--board docker`: a container of its own, its namespace
+  wired by a KernelLink, the unix port launched by `docker exec` with a tty pumped to a host pty)
+  ready at the raw REPL, and its exec round trip (`container_board_ready_ms`,
+  `container_exec_rtt_p50_ms`), beside a local unix board (`local_board_ready_ms`,
+  `local_exec_rtt_p50_ms`) and a board in a network namespace of its own (`netns_*`).
 
-No container board exists yet: the board figures are a board in a network namespace, named so.
-Without a docker engine the broker figures are null and `docker_unavailable` says why; without
-root the namespace figures are null likewise. Last line: JSON.
+Without a docker engine the broker and container figures are null and `docker_unavailable` says
+why; without root the namespace and container board figures are null likewise. Last line: JSON.
 
     python benchmarks/bench_docker.py [--starts 5] [--execs 200]
 """
@@ -26,6 +28,8 @@ from micropython_hil.board.unix_board import UnixBoard  # noqa: E402
 from micropython_hil.containers import Engine, mosquitto_image  # noqa: E402
 from micropython_hil.mqtt.broker import AmqttBroker, MosquittoBroker  # noqa: E402
 from micropython_hil.mqtt.docker_broker import DockerBroker  # noqa: E402
+from micropython_hil.board.board_image import board_image  # noqa: E402
+from micropython_hil.netfault.container_board import open_docker_board  # noqa: E402
 from micropython_hil.netfault.kernel import KernelLink, unavailable  # noqa: E402
 from micropython_hil.plugin.netns import open_netns_board  # noqa: E402
 from micropython_hil.sim.simulator import Simulator  # noqa: E402
@@ -91,6 +95,16 @@ def netns_board():
     return board, close
 
 
+def container_board():
+    sim = Simulator()
+    board = open_docker_board(sim)
+
+    def close():
+        board.close()
+        sim.close()
+    return board, close
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=5)
@@ -122,6 +136,15 @@ def main() -> None:
         result["kernel_link_start_ms"] = (time.perf_counter() - t) * 1e3
         result["netns_board_ready_ms"], result["netns_exec_rtt_p50_ms"] = board_figures(netns_board, args.starts,
                                                                                         args.execs)
+    if why is None and result["netns_unavailable"] is None:
+        with Engine() as engine:
+            t = time.perf_counter()
+            board_image(engine)  # imported on the first run on an engine, checked after
+            result["board_image_check_s"] = time.perf_counter() - t
+        result["container_board_ready_ms"], result["container_exec_rtt_p50_ms"] = board_figures(
+            container_board, args.starts, args.execs)
+    else:
+        result["container_board_ready_ms"] = result["container_exec_rtt_p50_ms"] = None
     for key, value in result.items():
         if isinstance(value, float):
             result[key] = round(value, 4)
