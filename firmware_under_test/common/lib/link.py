@@ -107,7 +107,9 @@ class Link:
             for topic in self.subscriptions:
                 client.subscribe(topic, qos=1)
             self.publish(self.status_topic, b"online", retain=True, qos=1)
-        except OSError as e:
+        except (OSError, ValueError) as e:
+            # ValueError: MicroPython's TLS raises it for a certificate that fails verification
+            # (a broker our CA did not sign): refused like any failed connect, and tried again.
             self.failures += 1
             print("link: connect failed:", e, "retry in", self.backoff_ms, "ms")
             if client is not None and client.sock is not None:
