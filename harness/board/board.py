@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Iterable
 import serial
 
 from .console import Console
-from .device_code import HASHER, MKDIRS, RMTREE, run_script
+from .device_code import HASHER, MKDIRS, RMTREE, WIPE, run_script
 from ..errors import (BoardConnectionError, BoardError, BoardRebooted, BoardTimeout, FirmwareError,
                       HarnessWarning)
 from .firmware_run import FirmwareRun
@@ -60,6 +60,9 @@ class Board(ABC):
     """
 
     kind: ClassVar[str] = ""  # "unix" or "serial": set by each kind's class
+    # Whether the board's files outlive it: a chip's flash is there for the next test (and the
+    # next run) to find; a unix board's flash is a temp folder of its own.
+    keeps_files: ClassVar[bool] = False
     _kinds: ClassVar[dict[str, type]] = {}
     # What only some kinds have; None on the others.
     port: UnixPort | None = None  # the unix-port process behind a unix board's pty
@@ -345,6 +348,19 @@ class Board(ABC):
         """Remove a file, or a folder (with recursive=True, everything in it)."""
         self.exec(RMTREE + f"_rm({board_path(path)!r},{recursive!r})")
 
+    def clean_flash(self, keep: Iterable[str] = ()) -> list[str]:
+        """Remove every file and folder on the board except the paths in `keep` (relative to
+        the board's root; a kept folder keeps what is in it, a kept file keeps its folders), then
+        soft reset it: the flash a fresh simulated board starts with, and no module of a removed
+        file left in RAM. Returns the paths removed (folders end in '/'), also noted on the console."""
+        kept = sorted({board_path(k) for k in keep if board_path(k)})
+        self.exec(RMTREE + WIPE)
+        removed = sorted(self.eval(f"_wipe('',{kept!r})", timeout=max(self.timeout, 30)))
+        self.console.note("flash cleaned: " + (f"removed {', '.join(removed)}" if removed else "nothing to remove")
+                          + (f"; kept {', '.join(kept)}" if kept else ""))
+        self.reset()
+        return removed
+
     def deploy(self, folder: str | Path, dest: str = "", force: bool = False) -> DeployReport:
         """Copy a firmware folder onto the board, skipping files whose SHA-256 already matches."""
         folder = Path(folder)
@@ -440,16 +456,17 @@ def _kind_class(kind: str) -> Any:
 
 
 def open_board(spec: BoardSpec | str, micropython: str | None = None, sim: Any = None,
-               timeout: float = DEFAULT_TIMEOUT) -> Board:
+               timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> Board:
     """Open a board from a `--board` spec (a BoardSpec, or its text: `unix`, `unix:PROFILE`,
-    `serial:PORT`, `serial:auto`, `serial:rfc2217://HOST:PORT`). The profile of `unix:PROFILE`
-    is the simulator's business: pass `sim` made with it."""
+    `serial:PORT`, `serial:auto`, `serial:rfc2217://HOST:PORT`, `labgrid:PLACE`). The profile of
+    `unix:PROFILE` is the simulator's business: pass `sim` made with it. `name`: what messages and
+    the console call the board (default: its kind and where it is)."""
     spec = spec if isinstance(spec, BoardSpec) else BoardSpec.parse(spec)
     if spec.kind == "unix":
-        return Board.unix(micropython=micropython, sim=sim, timeout=timeout)
+        return Board.unix(micropython=micropython, sim=sim, timeout=timeout, name=name)
     if spec.kind == "labgrid":  # labgrid_board.py: the place locked, its serial port opened
-        return _kind_class("labgrid").open(spec.place, timeout=timeout)
-    return Board.serial(spec.port, timeout=timeout)
+        return _kind_class("labgrid").open(spec.place, name=name, timeout=timeout)
+    return Board.serial(spec.port, name=name, timeout=timeout)
 
 
 def _ignored(path: Path) -> bool:

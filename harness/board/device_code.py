@@ -48,6 +48,28 @@ def _rm(p, rec):
   os.remove(p)
 """
 
+# Defines _wipe(folder, keep): remove everything in a folder (the board's root: '') except the
+# paths in `keep` and the folders on the way to them; the paths removed (folders end in '/').
+# Needs _rm (RMTREE).
+WIPE = """\
+def _wipe(d, keep):
+ import os
+ gone = []
+ for e in list(os.ilistdir(d or '.')):
+  p = d + '/' + e[0] if d else e[0]
+  if p in keep: continue
+  if e[1] & 0x4000:
+   if any(k.startswith(p + '/') for k in keep):
+    gone += _wipe(p, keep)
+    continue
+   _rm(p, True)
+   gone.append(p + '/')
+  else:
+   os.remove(p)
+   gone.append(p)
+ return gone
+"""
+
 # Defines _hh(names): {name: SHA-256 hex} of the named files that exist, read 1 KB at a time.
 HASHER = """\
 def _hh(names):

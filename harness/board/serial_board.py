@@ -14,6 +14,8 @@ from .transport import ReplTransport, find_esp32_port
 class SerialBoard(Board, kind="serial"):
     """A chip on a serial port (a device path, or an rfc2217:// URL for a remote one)."""
 
+    keeps_files = True  # its flash holds what earlier tests and runs left (see clean_flash)
+
     @classmethod
     def open(cls, device: str, name: str | None = None, baudrate: int = 115200,
              timeout: float = DEFAULT_TIMEOUT, reset: bool = False) -> "SerialBoard":

@@ -6,8 +6,8 @@ take a URL). The relay adds what the unix port lacks to behave like a chip on a 
 
 - Ctrl-C from a client interrupts running code. The unix port reads 0x03 as a plain byte while
   code runs, so the relay also raises the interrupt: at the next simulator call (which any
-  sleep or pin access makes), and with SIGINT when the process is busy on the CPU (a bare
-  `while True: pass`), never when it is idle at its prompt (SIGINT there ends the process).
+  sleep or pin access makes), and with SIGINT when the process is still busy on the CPU a moment
+  later (a bare `while True: pass`), never when it is at its prompt (SIGINT there ends the process).
 - A process that ends (SystemExit, soft reset, a crash) is relaunched, as a chip reboots; the
   soft reset mpremote asks for is the board layer's own relaunch (see unix_board.py).
 
@@ -29,6 +29,7 @@ from serial.rfc2217 import PortManager
 from .unix_board import UnixBoard
 
 _READ_CHUNK = 4096
+_SIGINT_AFTER_S = 0.1  # how long code may go on after a Ctrl-C before SIGINT interrupts it
 
 
 class _SocketWriter:
@@ -97,10 +98,23 @@ class BoardServer:
                 pass  # the board is relaunching: the client retries, as with a rebooting chip
 
     def _interrupt(self) -> None:
-        if self.board.sim is not None and not self._at_prompt:
+        if self._at_prompt:
+            # Only the line to clear. The process may still be on the CPU for a moment (reading
+            # the bytes before this Ctrl-C), and SIGINT at its prompt would end it: the client
+            # taking the raw REPL then met a rebooted board (a friendly banner, not its prompt).
+            return
+        if self.board.sim is not None:
             self.board.sim.interrupt()  # at the next simulator call: safe for the heap
-        if _busy(self.board.port.pid):
-            self.board.port.interrupt()  # SIGINT: code that calls no shim (while True: pass)
+        # SIGINT for code that calls no shim (while True: pass), only if it is still running a
+        # moment later: code that the simulator's interrupt ended is back at its prompt by then,
+        # where SIGINT would end the process.
+        timer = threading.Timer(_SIGINT_AFTER_S, self._sigint_if_busy, args=(self.board.port.pid,))
+        timer.daemon = True
+        timer.start()
+
+    def _sigint_if_busy(self, pid: int | None) -> None:
+        if not self._closed.is_set() and not self._at_prompt and pid == self.board.port.pid and _busy(pid):
+            self.board.port.interrupt()
 
     def _from_pty(self) -> None:
         while not self._closed.is_set():

@@ -55,12 +55,28 @@ def make_board(config: pytest.Config, node: pytest.Item | None = None, sim: Simu
         sim = make_simulator(config, marker.kwargs if marker else {})
     try:
         if opts.board.kind == "docker":  # in a container on its own network
-            return open_docker_board_or_skip(sim, opts.board_timeout)
-        return open_board(opts.board, micropython=opts.micropython, sim=sim, timeout=opts.board_timeout)
+            the_board = open_docker_board_or_skip(sim, opts.board_timeout)
+        else:
+            the_board = open_board(opts.board, micropython=opts.micropython, sim=sim, timeout=opts.board_timeout)
     except BaseException:
         if sim is not None:
             sim.close()
         raise
+    return prepared(config, the_board)
+
+
+def prepared(config: pytest.Config, board: Board) -> Board:
+    """A just-opened board made ready for a test: a real one's files cleaned (--board-flash clean,
+    but --board-keep) and soft reset, so the test starts from the empty flash a simulated board
+    has, whatever earlier tests and runs left. On failure the board is closed (a place given back)."""
+    opts = options(config)
+    if board.keeps_files and opts.board_flash == "clean":
+        try:
+            board.clean_flash(opts.board_keep)
+        except BaseException:
+            close_board(board)
+            raise
+    return board
 
 
 def open_docker_board_or_skip(sim: Simulator | None, timeout: float, name: str | None = None) -> Board:
@@ -115,11 +131,12 @@ def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Pa
         the_board = _module_board["board"]
         the_board.reset()
         the_board.console.skip_to_end()
+        start = len(the_board.console.text)
     else:
         the_board = make_board(request.config, request.node)
         if reuse:
             _module_board["board"] = the_board
-    start = len(the_board.console.text)
+        start = 0  # console.log keeps what opening it noted (a real board's files removed, a lock cleared)
     watch_console(request.node, the_board)
     request.node.user_properties += [  # for --junitxml: which board ran it, where its files are
         ("hil board", the_board.name if the_board.sim is None else f"{the_board.name} ({the_board.sim.profile.name})"),

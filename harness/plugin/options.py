@@ -60,6 +60,13 @@ _GROUPS: dict[str, list[_Option]] = {
                 "between tests", kind="choice", choices=("function", "module")),
         _Option("board_timeout", 10.0, "seconds a board may stay silent before it counts as hung",
                 kind="float", metavar="S"),
+        _Option("board_flash", "clean", "a real board's files (serial:, labgrid:) at the start of each test "
+                "that opens it: clean (everything on its filesystem removed but --board-keep, then a soft "
+                "reset: the empty flash a simulated board starts with) or keep (what earlier tests and "
+                "runs left stays)", kind="choice", choices=("clean", "keep")),
+        _Option("board_keep", "", "a path on a real board that --board-flash clean leaves alone (a file, or "
+                "a folder and all in it; relative to the board's root); repeatable, ini: space-separated",
+                kind="list", metavar="PATH"),
         _Option("hil_artifacts", ".hil-artifacts", "where each test's console log and traffic are saved "
                 "(relative: to the directory pytest was started in)", metavar="DIR"),
     ],
@@ -192,6 +199,8 @@ class HilOptions:
     firmware: Path | None           # --firmware or ini, absolute; None: the test's marker decides
     board_scope: str
     board_timeout: float
+    board_flash: str                # "clean" or "keep": a real board's files at each test's start
+    board_keep: tuple[str, ...]     # paths on a real board that cleaning leaves alone
     artifacts: Path                 # absolute
     labgrid_coordinator: str | None  # --board labgrid:PLACE: HOST[:PORT]; None: labgrid's default
     labgrid_wait: float             # seconds to wait for a held place
@@ -248,6 +257,8 @@ class HilOptions:
             firmware=raw.path("firmware") if raw.text("firmware") else None,
             board_scope=raw.text("board_scope"),
             board_timeout=raw.number("board_timeout", float, minimum=0.1),
+            board_flash=raw.text("board_flash"),
+            board_keep=raw.items("board_keep"),
             artifacts=raw.path("hil_artifacts"),
             labgrid_coordinator=raw.text("labgrid_coordinator") or None,
             labgrid_wait=raw.number("labgrid_wait", float, minimum=0),
@@ -340,6 +351,11 @@ class _Raw:
         else:
             lower = opt.default
         return str(lower).split() + given
+
+    def items(self, name: str) -> tuple[str, ...]:
+        """A repeatable option's values: the command line's, else the ini file's (split at whitespace)."""
+        given = self.config.getoption(name)
+        return tuple(str(v) for v in given) if given else tuple(str(self._source(name)[0]).split())
 
     def flag(self, name: str) -> bool:
         return bool(self._source(name)[0])

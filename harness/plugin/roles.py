@@ -9,7 +9,8 @@
 A role's value in the marker is its firmware folder (relative: to the rootdir), None (a bare
 board), or a dict: {"firmware": folder, "profile": "esp32s3", "time": "fast", ...} (the sim
 marker's options, for that role's simulator; the test's @pytest.mark.sim applies to all).
-Each role gets a board as `--board` assigns it (`--board relay=serial:/dev/ttyUSB0`; the others
+Each role gets a board as `--board` assigns it (`--board relay=serial:/dev/ttyUSB0`,
+`--board relay=labgrid:PLACE`: a real role's files cleaned as a one-board test's are; the others
 simulated, or absent on a bench, where the test skips saying which), its own client id and
 console; a simulated role's board is wired as its firmware's manifest says. Consoles are saved
 as console-<role>.log in the test's artifact folder and shown per role when the test fails.
@@ -24,12 +25,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from ..board.board import Board
+from ..board.board import Board, open_board
 from ..deploy.firmware import Firmware
 from ..deploy.device_start import firmware_of
 from ..fleet.fleet import wire
 from ..fleet.team import Boards
-from .board import close_board, make_simulator, marked_roles, watch_role_consoles
+from .board import close_board, make_simulator, marked_roles, prepared, watch_role_consoles
 from .options import options
 
 MARKERS = [
@@ -68,8 +69,8 @@ def _open(config: pytest.Config, item: pytest.Item, role: str, wanted: _Wanted) 
     opts = options(config)
     spec = opts.board_roles.spec_for(role)
     name = f"{role}[{spec}]"
-    if spec.kind != "unix":
-        return Board.serial(spec.port, name=name, timeout=opts.board_timeout)
+    if not spec.simulated:  # a chip on a serial port or a labgrid place, opened as one-board tests open it
+        return prepared(config, open_board(spec, name=name, timeout=opts.board_timeout))
     marker = item.get_closest_marker("sim")
     overrides = {"profile": spec.profile} if spec.profile else {}
     sim = make_simulator(config, {**(marker.kwargs if marker else {}), **wanted.sim}, **overrides)
