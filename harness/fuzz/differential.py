@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from ..board.board import Board
 from ..errors import BoardException
 from ..errors import DifferenceFound
-from .runner import example_database
+from .progress import DEFAULT_EVERY_S, Progress
+from .runner import example_database, statistics_of
 
 # Defined on the board and mirrored by canon() below: the two must agree on every value.
 _BOARD_CANON = """\
@@ -116,20 +117,35 @@ class Differential:
                                  f"board output:\n{out[-2000:]}")
 
     def run(self, strategy: st.SearchStrategy[bytes], examples: int = 100, seed: int | None = None,
-            batch: int = 20, database: str | Path | None = None) -> int:
-        """Compare over `examples` batches of up to `batch` payloads; the number compared."""
+            batch: int = 20, database: str | Path | None = None, progress_every: float = DEFAULT_EVERY_S) -> int:
+        """Compare over `examples` batches of up to `batch` payloads; the number compared.
+        Progress is reported every `progress_every` seconds (progress.py)."""
         # Failures are stored per board function and reference.
         key = f"harness.fuzz_diff:{self.function}:{json.dumps(getattr(self.reference, '__qualname__', ''))}"
         db = example_database(database, key)
+        progress = Progress(f"differential {self.function} on {self.board.name}", "payloads", progress_every)
 
         @settings(max_examples=examples, database=db, deadline=None, print_blob=False,
                   suppress_health_check=list(HealthCheck),
                   phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
         @given(st.lists(strategy, min_size=1, max_size=batch))
         def differential(items: list[bytes]) -> None:
-            self.compare(items)
+            status = "failing"
+            try:
+                self.compare(items)
+                status = "passing"
+            finally:
+                progress.example(len(items), status)
 
         if seed is not None:
             differential = hyp_seed(seed)(differential)
-        differential()
+        progress.start(f"up to {examples} examples of 1..{batch} payloads, "
+                       + ("random seed" if seed is None else f"seed {seed}"))
+        try:
+            with statistics_of(progress.what):
+                differential()
+        except BaseException as e:
+            progress.finish(e)
+            raise
+        progress.finish(None)
         return self.compared

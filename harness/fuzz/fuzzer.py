@@ -6,7 +6,9 @@ and matches the replies in order (one reply per command, in order, is the contra
 oracle (fuzz_oracle.Contract) judges each reply; a dead, hung or tracebacking board is reset
 and started again before the failure is raised, so hypothesis can go on shrinking. `run()`
 drives hypothesis over batches of payloads, with a directory example database so a failure
-found once is replayed first next time.
+found once is replayed first next time; it reports progress as it goes (progress.py: a line
+every `progress_every` seconds) and records hypothesis events (a failure's kind, a board reset)
+for --hypothesis-show-statistics.
 
     fuzzer = Fuzzer(board, Firmware("firmware_under_test/home_automation"), broker)
     fuzzer.start()
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from hypothesis import strategies as st
+from hypothesis import event, strategies as st
 
 from ..board.board import Board
 from ..deploy.device_config import build_config
@@ -31,6 +33,7 @@ from ..errors import BoardError, HarnessError
 from ..deploy.firmware import Firmware
 from .oracle import Contract, RelayModel
 from ..errors import FuzzBadReply, FuzzCrash, FuzzFailure, FuzzHang, FuzzWrongReply
+from .progress import DEFAULT_EVERY_S, Progress
 from .runner import run_property
 from .strategies import payloads
 
@@ -78,7 +81,8 @@ class Fuzzer:
     def __init__(self, board: Board, firmware: Firmware, broker: Any, contract: Contract | None = None,
                  client_id: str | None = None, timeout: float = 3.0, ready_timeout: float = 15.0,
                  extra: dict | None = None, leak_budget: int = 32768, examples: int = 100,
-                 seed: int | None = None, batch: int = 32, database: str | Path | None = DEFAULT_DATABASE):
+                 seed: int | None = None, batch: int = 32, database: str | Path | None = DEFAULT_DATABASE,
+                 progress_every: float = DEFAULT_EVERY_S):
         self.board, self.firmware, self.broker = board, firmware, broker
         self.contract = contract or contract_for(firmware)
         self.client_id = client_id or f"fuzz-{next(_ids)}"
@@ -87,6 +91,7 @@ class Fuzzer:
         self.leak_budget = leak_budget
         # run()'s defaults (the pytest options --fuzz-examples, --fuzz-seed, ... set them)
         self.examples, self.seed, self.batch_size, self.database = examples, seed, batch, database
+        self.progress_every = progress_every  # seconds between run()'s progress lines
         self.stats = FuzzStats()
         self._cmd = f"{self.prefix}/{self.contract.cmd_topic}"
         self._reply = f"{self.prefix}/{self.contract.reply_topic}"
@@ -326,24 +331,45 @@ class Fuzzer:
         seed = self.seed if seed is None else seed
         batch = self.batch_size if batch is None else batch
         database = self.database if database == "default" else database
-        payload = strategy or payloads(self.contract.command_schema, max_size)
+        payload = strategy if strategy is not None else payloads(self.contract.command_schema, max_size)
+        progress = Progress(f"fuzz {self.firmware.name} on {self.board.name}", "payloads", self.progress_every)
 
         def fuzz_firmware(data: st.DataObject) -> None:
             # A batch is drawn like hypothesis draws a list (a "more?" choice before each
             # element), so shrinking deletes payloads; each is published as soon as it is drawn.
             self.stats.examples += 1
-            round_ = self.batch()
-            round_.send(data.draw(payload, label="payload"))
-            while len(round_.payloads) < batch and data.draw(_MORE):
+            resets = self.stats.resets
+            round_: Batch | None = None
+            status = "invalid"  # unless it ends below: hypothesis gave up drawing (a BaseException)
+            try:
+                round_ = self.batch()
                 round_.send(data.draw(payload, label="payload"))
-            round_.finish()
+                while len(round_.payloads) < batch and data.draw(_MORE):
+                    round_.send(data.draw(payload, label="payload"))
+                round_.finish()
+                status = "passing"
+            except Exception as e:
+                status = "failing"
+                event("failure", type(e).__name__)
+                raise
+            finally:
+                if self.stats.resets > resets:
+                    event("board reset")
+                progress.example(len(round_.payloads) if round_ else 0, status, self.stats.resets - resets)
 
         # Failures are stored per firmware folder and command schema.
         key = f"harness.fuzz:{self.firmware.path}:{json.dumps(self.contract.command_schema, sort_keys=True)}"
+        progress.start(f"up to {examples} examples of 1..{batch} payloads, "
+                       + ("random seed" if seed is None else f"seed {seed}"))
         began = time.perf_counter()
         try:
             run_property(fuzz_firmware, examples=examples, seed=seed, database=database, key=key,
-                         shrink=shrink)
+                         shrink=shrink, what=progress.what)
+        except BaseException as e:
+            progress.finish(e)
+            raise
+        else:
+            progress.finish(None)
         finally:
             self.stats.seconds += time.perf_counter() - began
         leak = self.leak()

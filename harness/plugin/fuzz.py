@@ -3,10 +3,15 @@
 Options: --fuzz-examples N (hypothesis examples per run, each a batch of payloads; default 100),
 --fuzz-seed S, --fuzz-batch B, --fuzz-database DIR (default .hypothesis/fuzz under the rootdir),
 --fuzz-long (run tests marked `fuzz`, the long runs; `-m fuzz` does too).
+
+Also the fuzz runs' hypothesis statistics, handed to each test for --hypothesis-show-statistics
+(`report_statistics`, called by the plugin's teardown hook).
 """
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -67,3 +72,19 @@ def fuzzer(request: pytest.FixtureRequest, fuzz_board: Board, firmware: Firmware
         yield f
     finally:
         f.close()
+
+
+def report_statistics(item: pytest.Item) -> None:
+    """Give `item` the statistics of the fuzz runs it made (setup, call and teardown), where
+    hypothesis's pytest plugin reads a test's statistics (`item.hypothesis_statistics`, which it
+    sets itself only for a test that is @given): --hypothesis-show-statistics prints them, and
+    --junitxml carries them. Appended to any the test has of its own."""
+    progress = sys.modules.get("micropython_hil.fuzz.progress")
+    if progress is None:
+        return  # nothing of fuzz was loaded, so no run could have delivered any
+    runs = progress.take_statistics()
+    if not runs:
+        return
+    text = "\n\n".join(f"  {what}:\n{textwrap.indent(body, '  ')}" for what, body in runs)
+    earlier = getattr(item, "hypothesis_statistics", None)
+    item.hypothesis_statistics = (f"{earlier}\n\n" if earlier else f"{item.nodeid}:\n\n") + text
