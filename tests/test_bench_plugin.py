@@ -80,3 +80,52 @@ def test_budget_table_json_png_and_a_regression_caught(pytester, tmp_path):
     other.assert_outcomes(failed=1)
     other.stdout.fnmatch_lines(["*BenchError: baseline base (*base.json) measured *test_step::app.Monitor.step on "
                                 "serial:esp32:hardware, this run is on unix:linux:esp32: compare like with like*"])
+
+
+XDIST_TESTS = """
+import pytest
+
+pytestmark = pytest.mark.firmware({fw!r})
+STEP = dict(setup="app.Monitor(settings.load(app.DEFAULTS))", prelude="import app, settings", iterations=300,
+            budget_us=1000)
+
+
+@pytest.mark.hot_loop("app.Monitor.step", **STEP)
+def test_first(hot_loop):
+    hot_loop()
+
+
+@pytest.mark.hot_loop("app.Monitor.step", **STEP)
+def test_second(hot_loop):
+    hot_loop()
+"""
+
+
+def test_under_xdist_the_controller_writes_one_table_one_run_and_the_baseline_once(pytester):
+    pytester.makepyfile(test_two=XDIST_TESTS.format(fw=str(FIRMWARE / "industrial_monitor")))
+    result = run(pytester, "-n", "2", "-v", "--bench-save", "base")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert "[gw0]" in out and "[gw1]" in out  # one test on each worker
+    assert out.count("hot-loop benchmarks") == 1 and out.count("baseline base saved to") == 1
+    result.stdout.fnmatch_lines(["*hot-loop benchmarks*", "benchmark * board * median * p99*", "-*",
+                                 "test_two.py::test_first::app.Monitor.step * unix#1 *",
+                                 "test_two.py::test_second::app.Monitor.step * unix#1 *",
+                                 "times in us, *", "run saved to *", "baseline base saved to *"])
+    runs = list((pytester.path / "bench/runs").glob("*.json"))
+    assert len(runs) == 1, runs
+    names = ["test_two.py::test_first::app.Monitor.step", "test_two.py::test_second::app.Monitor.step"]
+    run_doc = json.loads(runs[0].read_text())
+    assert [b["name"] for b in run_doc["benchmarks"]] == names
+    assert all(b["stats"]["n"] == 300 and len(b["blocks"]) == 10 for b in run_doc["benchmarks"])
+    baseline = json.loads((pytester.path / "bench/baselines/base.json").read_text())
+    assert baseline["benchmarks"] == run_doc["benchmarks"]
+
+    # Compared under xdist too: each worker reads the baseline, none writes it.
+    before = (pytester.path / "bench/baselines/base.json").read_bytes()
+    again = run(pytester, "-n", "2", "--bench-compare", "base")
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["test_two.py::test_first::app.Monitor.step * vs base (*x)",
+                                "test_two.py::test_second::app.Monitor.step * vs base (*x)"])
+    assert (pytester.path / "bench/baselines/base.json").read_bytes() == before
+    assert len(list((pytester.path / "bench/runs").glob("*.json"))) == 2

@@ -1,5 +1,7 @@
 """What a benchmark run leaves behind: the JSON file of the run, named baselines, the terminal
 table, and a histogram PNG per benchmark (written with zlib and struct: no plotting library).
+Runs measured in parts (pytest-xdist workers) are merged into one document (`merge_runs`), and
+its records read back for the table (`results_of`).
 
 JSON of a run (`<bench dir>/runs/<UTC time>-<pid>.json`; a baseline `<bench dir>/baselines/NAME.json`
 is the same document), schema "micropython-hil-bench/1":
@@ -64,6 +66,48 @@ def run_document(results: Iterable[BenchResult], calibrations: dict[str, Calibra
                                  "reference_pystones": round(c.reference_pystones, 1), "factor": round(c.factor, 4)}
                              for k, c in calibrations.items()},
             "benchmarks": [result_to_dict(r) for r in results]}
+
+
+def merge_runs(documents: Iterable[dict]) -> dict:
+    """One run document of several (under pytest-xdist each worker measured some tests): the
+    benchmarks of all, in name order, and every calibration."""
+    merged = run_document([], {})
+    for doc in documents:
+        merged["benchmarks"] += doc["benchmarks"]
+        merged["calibrations"].update(doc["calibrations"])
+    merged["benchmarks"].sort(key=lambda b: b["name"])
+    return merged
+
+
+def calibrations_of(document: dict) -> dict[str, Calibration]:
+    """A run document's calibrations as records, by board id."""
+    return {key: Calibration(board=c["board"], board_id=key, pystones=c["pystones"], reference=c["reference"],
+                             reference_pystones=c["reference_pystones"], factor=c["factor"])
+            for key, c in document["calibrations"].items()}
+
+
+def results_of(document: dict) -> list[BenchResult]:
+    """A run document's benchmarks as records, with what the table and the verdicts read (a run
+    file keeps no durations, only their histogram): how the xdist controller tables what its
+    workers measured."""
+    calibrations = calibrations_of(document)
+    results = []
+    for b in document["benchmarks"]:
+        est = b.get("estimate")
+        scale = None
+        if est is not None:
+            scale = calibrations.get(b["board_id"]) or Calibration(
+                board=b["board"], board_id=b["board_id"], pystones=0.0, reference=est["for"],
+                reference_pystones=0.0, factor=est["factor"])
+        alloc = b.get("alloc", {})
+        results.append(BenchResult(
+            name=b["name"], target=b["target"], board=b["board"], board_id=b["board_id"], raw=Stats(**b["raw"]),
+            stats=Stats(**b["stats"]), overhead_us=b["overhead_us"], tick_us=b["tick_us"],
+            alloc_median=alloc.get("median_bytes", 0.0), alloc_max=alloc.get("max_bytes", 0),
+            gc_collections=alloc.get("gc_collections", 0), blocks=list(b["blocks"]), kind=b["kind"], gc=b["gc"],
+            scale=scale, estimate=Stats(**est["stats"]) if est is not None else None, budget=b["budget"],
+            comparison=b["comparison"], info={"png": b["png"]} if b.get("png") else {}))
+    return results
 
 
 def write_run(folder: Path, document: dict) -> Path:

@@ -10,6 +10,10 @@ Budgets are judged on the numbers of the board that ran (budget_stat, default p9
 overhead subtracted); estimates for the ESP32 profile are reported, never judged.
 Options: --bench-dir DIR (default .hil-bench), --bench-save NAME, --bench-compare NAME,
 --bench-no-calibrate.
+
+Under pytest-xdist each worker measures its tests and hands its run to the controller (in its
+`workeroutput`, which xdist delivers with `pytest_testnodedown`); only the controller writes:
+one run file, the baseline once, one table.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import pytest
 
 from ..errors import BenchBudgetExceeded, BenchError
 from ..bench import BenchResult, Calibration, analyse, board_id, calibrate, latency, probe
-from ..bench.report import (budget_verdict, compare_to_baseline, histogram_png, load_baseline, run_document,
-                           save_baseline, table, write_run)
+from ..bench.report import (budget_verdict, calibrations_of, compare_to_baseline, histogram_png, load_baseline,
+                           merge_runs, results_of, run_document, save_baseline, table, write_run)
 from .options import options
 
 MARKERS = [
@@ -31,12 +35,17 @@ MARKERS = [
     "**probe options): time a firmware function on the board with the hot_loop fixture",
 ]
 _SESSION = pytest.StashKey["BenchSession"]()
+_WORKER_OUTPUT = "micropython_hil_bench"  # a worker's run, in its workeroutput
 
 
 def configure(config: pytest.Config) -> None:
     """Register the session hooks (table, JSON); safe to call twice."""
     if not config.pluginmanager.has_plugin("micropython-hil-bench"):
-        config.pluginmanager.register(_Hooks(), "micropython-hil-bench")
+        config.pluginmanager.register(_Hooks(config), "micropython-hil-bench")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 class BenchSession:
@@ -51,6 +60,7 @@ class BenchSession:
         self.results: list[BenchResult] = []
         self.calibrations: dict[str, Calibration] = {}
         self.calibration_errors: dict[str, str] = {}
+        self.worker_runs: list[dict] = []  # the controller's, under xdist: each worker's run document
         self._baseline: dict | None = None
         self.run_file: Path | None = None
         self.baseline_file: Path | None = None
@@ -172,12 +182,37 @@ def _has_firmware(request: pytest.FixtureRequest) -> bool:
 class _Hooks:
     """Session-end output: the run's JSON file, the baseline, and the terminal table."""
 
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """An xdist worker ended (on the controller): keep the run it measured, if any."""
+        part = (getattr(node, "workeroutput", None) or {}).get(_WORKER_OUTPUT)
+        if part:
+            bs = session_of(self.config)
+            bs.worker_runs.append(part["run"])
+            bs.calibration_errors.update(part["calibration_errors"])
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        bs = session.config.stash.get(_SESSION, None)
-        if bs is None or not bs.results:
+        config = session.config
+        bs = config.stash.get(_SESSION, None)
+        if bs is None:
             return
-        doc = run_document(bs.results, bs.calibrations)
+        if _is_worker(config):
+            # Not a file: the controller gathers every worker's run, and writes once.
+            if bs.results:
+                config.workeroutput[_WORKER_OUTPUT] = {"run": run_document(bs.results, bs.calibrations),
+                                                       "calibration_errors": bs.calibration_errors}
+            return
+        if bs.worker_runs:
+            doc = merge_runs([run_document(bs.results, bs.calibrations), *bs.worker_runs])
+            bs.results, bs.calibrations = results_of(doc), calibrations_of(doc)  # for the table
+        elif bs.results:
+            doc = run_document(bs.results, bs.calibrations)
+        else:
+            return
         bs.run_file = write_run(bs.folder, doc)
         if bs.save_name:
             bs.baseline_file = save_baseline(bs.folder, bs.save_name, doc)
