@@ -124,3 +124,28 @@ def test_the_node_subscribes_again_when_the_broker_lost_its_session(broker, star
     broker.restart(keep_sessions=False, downtime=0.5)  # sessions and subscriptions gone
     device.console.expect(r"link: online \(connect #2\)", timeout=30)
     assert command(telemetry, device, "after-restart").json()["ok"] is True
+
+
+@pytest.mark.firmware(HOME)
+@pytest.mark.requires_sim
+@pytest.mark.sim(time="real")
+def test_a_publish_never_acknowledged_drops_the_link_after_one_socket_timeout(sim, netfault, start_firmware,
+                                                                             telemetry, wait_board):
+    """The link never blocks longer than one socket timeout (5 s), so the main loop lives on and
+    feeds the watchdog through any outage. A button press's state goes out at QoS 1 into a
+    half-open link: no PUBACK comes, and the read waiting for it must give up after 5 s (umqtt's
+    check_msg leaves the socket blocking without a timeout: the link must set it again), well
+    before an 8 s watchdog would reset the node."""
+    device = start_firmware(via=netfault, extra={"wdt_ms": 8000})
+    device.console.expect(r"link: online", timeout=15)  # a crash at boot fails here, at once
+    telemetry.expect(device.topic("state"), where={"relays": [False, False]}, timeout=10)
+    with netfault.blackhole():
+        pressed_s = wait_board(0)
+        sim.pin(25).pulse(0)  # the button: relay 0 on, its state published at QoS 1
+        device.console.expect(r"link: down", timeout=12)
+        down_s = wait_board(0)
+        assert "button: relay 0 on" in device.console.text
+        assert 4.5 <= down_s - pressed_s <= 7, f"link down {down_s - pressed_s:.1f} s after the publish"
+    device.console.expect(r"link: online \(connect #2\)", timeout=15)
+    telemetry.expect(device.topic("state"), where={"relays": [True, False]}, timeout=10)
+    assert not sim.resets and "rst:" not in device.console.text, "the watchdog fired"

@@ -74,6 +74,13 @@ class socket(_s.socket):
                 raise _Err(113)
             raise _Err(128 if e == -1 else 9)
 
+    def setblocking(self, flag):
+        # As the esp32 port does it: setblocking(True) is settimeout(None), waiting for ever. The
+        # unix port's only clears O_NONBLOCK and keeps a timeout set before, so firmware that
+        # lost its timeout (umqtt's check_msg ends with setblocking(True)) would still time out
+        # here where the chip hangs.
+        super().settimeout(None if flag else 0)
+
     def close(self):
         e = self._ep
         if e is not None and e != _si.cuts:

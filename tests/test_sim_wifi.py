@@ -203,6 +203,32 @@ while True:
     assert "send failed: 113 [Errno 113] ECONNABORTED" in out, out
 
 
+def test_setblocking_true_drops_a_timeout_set_before_as_on_the_chip(sim_process, peer):
+    """The esp32 port's setblocking(True) is settimeout(None): a read then waits for ever. The
+    unix port keeps the earlier timeout (measured: ETIMEDOUT after 1 s), which hid a firmware
+    that never set its timeout again after umqtt's check_msg (it ends with setblocking(True))."""
+    with Simulator(time_mode="real") as sim:
+        p = sim_process.start(sim, """
+import socket, time
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+s.settimeout(0.5)
+try:
+    s.read(1)
+except OSError as e:
+    print("timed out:", e.errno)
+s.setblocking(False)
+s.setblocking(True)
+t = time.ticks_ms()
+print("read", s.read(1), "after a wait of at least 1 s:", time.ticks_diff(time.ticks_ms(), t) >= 1000)
+""" % peer.port)
+        wait_until(lambda: peer.conns)
+        time.sleep(2)  # past the 0.5 s timeout four times: only a read that waits for ever is still there
+        peer.conns[0]["sock"].sendall(b"x")
+        out = sim_process.finish(p).stdout
+    assert "timed out: 110" in out and "read b'x' after a wait of at least 1 s: True" in out, out
+
+
 def test_tls_over_a_lost_connection_fails_through_the_hook_ssl_wraps(sim_process, peer):
     """The port's TLS wraps socket.tls_stream(sock) (what ssl.py hands it), whose I/O goes
     through the shim socket: the link's loss reaches the TLS socket's poll and its writes."""
