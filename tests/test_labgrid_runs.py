@@ -21,6 +21,7 @@ from loopback_lab import LoopbackLab, missing  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLACE = "hil-chip"
+SECOND_PLACE = "hil-chip2"
 
 HOLD_THE_BOARD = """
 import time
@@ -38,18 +39,19 @@ def lab():
     why = missing()
     if why:
         pytest.skip(why)
-    with LoopbackLab() as the_lab:
+    with LoopbackLab(chips=2) as the_lab:  # hil-chip2: the second place of the roles test
         yield the_lab
 
 
 @pytest.fixture
 def free_after(lab):
-    """The place is free after the test, whatever its child runs did."""
+    """The places are free after the test, whatever its child runs did."""
     yield
     deadline = time.monotonic() + 10
-    while lab.holder(PLACE) is not None:
-        assert time.monotonic() < deadline, f"{PLACE} still held by {lab.holder(PLACE)}"
-        time.sleep(0.2)
+    for place in (PLACE, SECOND_PLACE):
+        while lab.holder(place) is not None:
+            assert time.monotonic() < deadline, f"{place} still held by {lab.holder(place)}"
+            time.sleep(0.2)
 
 
 def board_args(lab, tmp_path):
@@ -75,6 +77,24 @@ def test_the_boot_and_command_scenarios_pass_through_a_labgrid_place(pytester, l
     assert "[hil] flash cleaned: removed config.py, main.py" in redeploy_log, redeploy_log  # the test before's
     reboot_log = next(arts.glob("*relay_state_survives*/console.log")).read_text()
     assert "[hil] power-cycling place hil-chip" in reboot_log
+
+
+def test_roles_on_two_places_drive_each_other(pytester, lab, tmp_path, monkeypatch, free_after):
+    """--board ROLE=labgrid:PLACE: the relay node and the wall switch each on a place of their own,
+    opened as one-board tests open theirs (leased, files cleaned), reset by their own power switch."""
+    monkeypatch.setenv("MICROPYTHON_HIL_PACKAGES", str(packages.cache_dir()))
+    result = pytester.runpytest_subprocess(
+        f"{REPO}/scenarios/test_multi_board.py", "--rootdir", str(REPO), "-p", "no:cacheprovider", "-rs",
+        "--board", f"relay=labgrid:{PLACE}", "--board", f"switch=labgrid:{SECOND_PLACE}",
+        "--labgrid-coordinator", lab.coordinator, "--hil-artifacts", str(tmp_path / "arts"),
+        "-k", "both_nodes_reboot", timeout=300)
+    result.assert_outcomes(passed=1, deselected=3)
+    folder = next((tmp_path / "arts").glob("*both_nodes_reboot*"))
+    relay, switch = ((folder / f"console-{role}.log").read_text() for role in ("relay", "switch"))
+    assert "[hil] flash cleaned" in relay and "[hil] power-cycling place hil-chip\n" in relay, relay
+    assert "home node relay-r" in relay and "link: online" in relay
+    assert "[hil] flash cleaned" in switch and f"[hil] power-cycling place {SECOND_PLACE}" in switch, switch
+    assert "wall switch switch-r" in switch and "relay 0 is on" in switch
 
 
 def test_a_failing_test_gives_the_place_back(pytester, lab, tmp_path, free_after):

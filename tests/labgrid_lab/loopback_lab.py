@@ -4,6 +4,8 @@ a simulated ESP32 standing in for the chip.
     with LoopbackLab() as lab:          # LG_COORDINATOR=lab.coordinator for the boards
         open_board("labgrid:hil-chip")  # or hil-chip-default, hil-empty (places.yaml)
 
+    with LoopbackLab(chips=2) as lab:   # a second chip on place hil-chip2 (lab.second), for roles
+
 - the chip: a simulated ESP32 (unix port under a Simulator) served on a pty by BoardServer, which
   behaves as a chip on a serial line does (Ctrl-C interrupts, an ended process boots again);
 - ser2net (Debian's) exporting that pty with the settings of ser2net.yaml (tuned);
@@ -12,6 +14,9 @@ a simulated ESP32 standing in for the chip.
   (RawSerialPort: the exporter starts a ser2net with ser2net's defaults when it is acquired), and a
   power switch (NetworkPowerPort, `simplerest` over HTTP, served here: off ends the chip's process,
   which its server boots again) (exporter.yaml).
+
+With `chips=2` a second simulated chip, served the same way with its own ser2net and power switch,
+stands on place hil-chip2 (exporter-chip2.yaml, places-chip2.yaml): roles on two places.
 
 Every process is started through a Tether (it dies with the test run), the exporter with SIGTERM
 as its parent-death signal so that it stops the ser2net it started; the folder is a tempdirs one.
@@ -39,7 +44,7 @@ from micropython_hil.tether import Tether
 
 HERE = Path(__file__).resolve().parent
 EXPORTER = "hil-lab"
-PLACES = ("hil-chip", "hil-chip-default", "hil-empty")
+PLACES = ("hil-chip", "hil-chip-default", "hil-empty")  # and hil-chip2 with chips=2
 # The exporter's groups the coordinator must list before the lab counts as up.
 GROUPS = {"chip-tuned", "chip-default", "chip-power"}
 # Runs the exporter with SIGTERM, not the tether's SIGKILL, as its parent-death signal: labgrid's
@@ -111,10 +116,52 @@ class PowerSwitch:
         self.server.server_close()
 
 
-class LoopbackLab:
-    """The lab, started by start() (or `with`), stopped by close()."""
+class Chip:
+    """A simulated ESP32 served on a pty as a chip, its own tuned ser2net and power switch: the
+    lab's second chip (the first is the lab's own attributes, as the tests and bench know them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sim = self.board = self.server = self.power = None
+        self.ser2net_port = 0
+
+    def start(self) -> "Chip":
+        self.sim = Simulator()
+        self.board = Board.unix(sim=self.sim, name=self.name)
+        self.server = BoardServer(self.board).start()
+        self.power = PowerSwitch(off=self._kill)
+        return self
+
+    @property
+    def device(self) -> str:
+        return self.server.device
+
+    def pid(self) -> int | None:
+        return self.board.port.pid
+
+    def _kill(self) -> None:
+        pid = self.board.port.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for part in (self.power, self.server, self.board, self.sim):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:
+                    pass
+
+
+class LoopbackLab:
+    """The lab, started by start() (or `with`), stopped by close(). `chips=2`: a second chip on
+    place hil-chip2 (`second`)."""
+
+    def __init__(self, chips: int = 1) -> None:
+        if chips not in (1, 2):
+            raise ValueError("the loopback lab has one or two chips")
+        self.chips = chips
+        self.second: Chip | None = None
         self.folder: Path | None = None
         self.tether: Tether | None = None
         self.procs: dict[str, subprocess.Popen] = {}
@@ -133,6 +180,9 @@ class LoopbackLab:
             self.server = BoardServer(self.chip).start()
             self.power = PowerSwitch(off=self._kill_chip)
             self._start_ser2net()
+            if self.chips == 2:
+                self.second = Chip("lab-chip2").start()
+                self.second.ser2net_port = self._serve("ser2net2", "chip2", self.second.device)
             self._start_coordinator()
             self._start_exporter()
             self.env = {"LG_COORDINATOR": self.coordinator}
@@ -154,9 +204,9 @@ class LoopbackLab:
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
 
-    def _fill(self, template: str, **fields) -> Path:
+    def _fill(self, template: str, into: str | None = None, **fields) -> Path:
         text = string.Template((HERE / template).read_text()).substitute(**fields)
-        path = self.folder / template
+        path = self.folder / (into or template)
         path.write_text(text)
         return path
 
@@ -176,25 +226,40 @@ class LoopbackLab:
             return ""
 
     def _start_ser2net(self) -> None:
-        self.ser2net_port = free_port()
-        config = self._fill("ser2net.yaml", name="chip", host="127.0.0.1", port=self.ser2net_port, device=self.device)
-        self._spawn("ser2net", [ser2net(), "-n", "-c", str(config), "-P", str(self.folder / "ser2net.pid")])
-        self._wait(lambda: _listening(self.ser2net_port), "ser2net")
+        self.ser2net_port = self._serve("ser2net", "chip", self.device)
+
+    def _serve(self, proc: str, name: str, device: str) -> int:
+        """A ser2net (ser2net.yaml's settings) exporting `device` on a free port; the port."""
+        port = free_port()
+        config = self._fill("ser2net.yaml", name=name, host="127.0.0.1", port=port, device=device,
+                            into=f"{proc}.yaml")
+        self._spawn(proc, [ser2net(), "-n", "-c", str(config), "-P", str(self.folder / f"{proc}.pid")])
+        self._wait(lambda: _listening(port), proc)
+        return port
 
     def _start_coordinator(self) -> None:
         port = free_port()
         self.coordinator = f"127.0.0.1:{port}"
         shutil.copy(HERE / "places.yaml", self.folder / "places.yaml")
+        if self.second is not None:
+            with open(self.folder / "places.yaml", "a") as places:
+                places.write((HERE / "places-chip2.yaml").read_text())
         self._spawn("coordinator", [labgrid_tool("labgrid-coordinator"), "-l", self.coordinator], cwd=self.folder)
         self._wait(lambda: _listening(port), "coordinator")
 
     def _start_exporter(self) -> None:
         config = self._fill("exporter.yaml", ser2net_port=self.ser2net_port, device=self.device,
                             power_port=self.power.port)
+        groups = set(GROUPS)
+        if self.second is not None:
+            more = self._fill("exporter-chip2.yaml", ser2net_port=self.second.ser2net_port,
+                              power_port=self.second.power.port)
+            config.write_text(config.read_text() + more.read_text())
+            groups |= {"chip2-tuned", "chip2-power"}
         self._spawn("exporter", [sys.executable, "-c", _GRACEFUL, labgrid_tool("labgrid-exporter"), "-c",
                                  self.coordinator, "-n", EXPORTER, "--hostname", "127.0.0.1", str(config)],
                     cwd=self.folder)
-        self._wait(lambda: GROUPS <= self.exported_groups(), "exporter")
+        self._wait(lambda: groups <= self.exported_groups(), "exporter")
 
     def client(self, *args: str, user: str | None = None) -> str:
         """labgrid-client on the lab's coordinator, in a process of its own (this process's session
@@ -236,7 +301,7 @@ class LoopbackLab:
     # -- stop --------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop everything, the exporter first (it stops the ser2net it started)."""
-        for name in ("exporter", "coordinator", "ser2net"):
+        for name in ("exporter", "coordinator", "ser2net", "ser2net2"):
             proc = self.procs.pop(name, None)
             if proc is None:
                 continue
@@ -252,7 +317,7 @@ class LoopbackLab:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-        for part in (self.power, self.server, self.chip, self.sim, self.tether):
+        for part in (self.second, self.power, self.server, self.chip, self.sim, self.tether):
             if part is not None:
                 try:
                     part.close()
