@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"hil: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM in a command that has no stop of its own (mutate)
+        print("hil: interrupted", file=sys.stderr)
+        return 130
 
 
 def _interrupt(signum: int, frame: object) -> None:

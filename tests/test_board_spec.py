@@ -22,7 +22,7 @@ def test_specs_parse_into_kind_profile_and_port(text, kind, profile, port):
 @pytest.mark.parametrize("text, message", [
     ("serial", r"^serial: name the port: serial:/dev/ttyUSB0"),
     ("serial:", r"^serial:: name the port"),
-    ("jtag:0", r"^jtag:0: unknown board kind; use unix, unix:PROFILE, serial:PORT or serial:auto$"),
+    ("jtag:0", r"^jtag:0: unknown board kind; use unix, unix:PROFILE, serial:PORT, serial:auto, labgrid:PLACE or docker:PROFILE$"),
     ("", r"^'': unknown board kind"),
 ])
 def test_a_bad_spec_is_one_line_naming_it(text, message):

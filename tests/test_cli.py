@@ -1,7 +1,9 @@
 """The `hil` command, run as users run it."""
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,3 +72,44 @@ def test_mutate_lists_the_mutants_of_a_firmware_and_names_a_missing_folder():
     assert any(line.startswith("../common/lib/link.py:Link.") for line in lines), lines[:5]
     missing = hil("mutate", "--list", "firmware_under_test/no_such_firmware")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no_such_firmware" in missing.stderr
+
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below pid, read from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+def test_sigterm_during_a_mutation_run_ends_it_in_one_line_with_nothing_left():
+    """A service manager's stop (or Ctrl-C) ends `hil mutate` as it would any command: one line,
+    exit status 130, its child pytest runs and their boards gone."""
+    proc = subprocess.Popen([sys.executable, "-m", "micropython_hil.cli", "mutate", "--workers", "1", "--no-cache",
+                             "--json", os.devnull, "firmware_under_test/heartbeat", "--", "scenarios/test_boot.py"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(children := descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # a child pytest and its board
+        assert len(children) >= 2, "the campaign started no child run with a board"
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "hil: interrupted", err
+    deadline = time.monotonic() + 10
+    while (left := children & descendants(1)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"left running: {left}"
