@@ -4,6 +4,7 @@ and (with `hil mutate`) measure how much of a firmware its tests check.
     hil run firmware_under_test/weather_station          # simulated ESP32, embedded broker, live
     hil run FIRMWARE --board serial:/dev/ttyUSB0 --broker mosquitto --broker-lan
     hil exec "import machine; print(machine.freq())"     # on a simulated ESP32 by default
+    hil exec --board docker:esp32 "print(1)"              # the same, its process in a container
     hil serve                                            # a simulated ESP32 for mpremote, Thonny
     hil boards
 """
@@ -48,9 +49,10 @@ def cmd_boards(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, time_mode: str = "real") -> Board:
-    """The board --board names: a unix board runs under the ESP32 simulator, as in the tests."""
+    """The board --board names: a simulated board (unix, docker) runs under the ESP32 simulator,
+    as in the tests; a docker board's container is removed when it closes."""
     spec = BoardSpec.parse(args.board)
-    sim = Simulator(profile=spec.profile or "esp32", time_mode=time_mode) if spec.kind == "unix" else None
+    sim = Simulator(profile=spec.profile or "esp32", time_mode=time_mode) if spec.simulated else None
     try:
         return open_board(spec, micropython=args.micropython, sim=sim, timeout=args.timeout)
     except BaseException:
@@ -183,10 +185,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a simulated ESP32 (or a plain unix board) on a pty and an RFC 2217 port, for
     mpremote, Thonny and serial terminals, until Ctrl-C."""
     board = _open(args, time_mode=args.time)
-    if board.kind != "unix":
+    if board.port is None:  # only a unix-port process (local or in a container) is served
         _close(board)
-        raise HarnessError(f"hil serve: --board {args.board}: only unix boards are served (a chip already "
-                           "has its serial port)")
+        raise HarnessError(f"hil serve: --board {args.board}: only simulated boards (unix, docker) are served "
+                           "(a chip already has its serial port)")
     server = BoardServer(board, rfc2217_port=args.rfc2217_port).start()
     try:
         print(f"pty {server.device}", flush=True)
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help=cmd_run.__doc__)
     run.add_argument("firmware", type=Path, help="firmware folder (holds main.py)")
-    run.add_argument("--board", default="unix", help="unix (default), unix:PROFILE, serial:PORT")
+    run.add_argument("--board", default="unix", help="unix (default), unix:PROFILE, docker:PROFILE (in a container), "
+                     "serial:PORT, labgrid:PLACE")
     run.add_argument("--broker", default="amqtt", help="amqtt (default), mosquitto or [USER:PASSWORD@]HOST:PORT")
     run.add_argument("--broker-lan", action="store_true", help="listen on the LAN, for a real board")
     run.add_argument("--client-id", default=None, help="the MQTT client id written into the config")
@@ -227,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ex = sub.add_parser("exec", help=cmd_exec.__doc__)
     ex.add_argument("code")
-    ex.add_argument("--board", default="unix", help="unix (default, simulated ESP32), unix:PROFILE, serial:PORT")
+    ex.add_argument("--board", default="unix", help="unix (default, simulated ESP32), unix:PROFILE, "
+                    "docker:PROFILE (simulated, in a container), serial:PORT, labgrid:PLACE")
     ex.set_defaults(func=cmd_exec)
 
     serve = sub.add_parser("serve", help=cmd_serve.__doc__)
-    serve.add_argument("--board", default="unix", help="unix (default, simulated ESP32) or unix:PROFILE")
+    serve.add_argument("--board", default="unix", help="unix (default, simulated ESP32), unix:PROFILE or "
+                       "docker:PROFILE (simulated, in a container)")
     serve.add_argument("--rfc2217-port", type=int, default=0, help="TCP port on loopback (default: a free one)")
     serve.add_argument("--time", default="real", choices=TIME_MODES, help="the simulated board's clock")
     serve.set_defaults(func=cmd_serve)

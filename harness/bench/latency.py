@@ -33,7 +33,7 @@ def latency(stimulus: Callable[[int], None], telemetry: Any, topic: str, *, wher
                              f"(of {repetitions}); is the input change one the firmware reports?") from None
         samples.append(max(0.0, (message.arrival - t0) * 1e6))
     stats = summarize(samples)
-    platform = "linux" if getattr(board, "kind", "") == "unix" else "device"
+    platform = "linux" if getattr(board, "kind", "") in ("unix", "docker") else "device"  # the unix port
     bid = board_id(board, platform) if board is not None else "host"
     return BenchResult(name=name, target=f"{topic} after stimulus", board=getattr(board, "name", "host"),
                        board_id=bid, raw=stats, stats=stats, overhead_us=0.0, tick_us=0.0,

@@ -59,7 +59,7 @@ class Board(ABC):
     in the raw REPL and ready once constructed (or construction released everything and raised).
     """
 
-    kind: ClassVar[str] = ""  # "unix" or "serial": set by each kind's class
+    kind: ClassVar[str] = ""  # "unix", "serial", "labgrid", "docker": set by each kind's class
     # Whether the board's files outlive it: a chip's flash is there for the next test (and the
     # next run) to find; a unix board's flash is a temp folder of its own.
     keeps_files: ClassVar[bool] = False
@@ -458,12 +458,16 @@ def _kind_class(kind: str) -> Any:
 def open_board(spec: BoardSpec | str, micropython: str | None = None, sim: Any = None,
                timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> Board:
     """Open a board from a `--board` spec (a BoardSpec, or its text: `unix`, `unix:PROFILE`,
-    `serial:PORT`, `serial:auto`, `serial:rfc2217://HOST:PORT`, `labgrid:PLACE`). The profile of
-    `unix:PROFILE` is the simulator's business: pass `sim` made with it. `name`: what messages and
-    the console call the board (default: its kind and where it is)."""
+    `docker:PROFILE`, `serial:PORT`, `serial:auto`, `serial:rfc2217://HOST:PORT`, `labgrid:PLACE`).
+    The profile of `unix:PROFILE` and `docker:PROFILE` is the simulator's business: pass `sim`
+    made with it. A docker board runs in a container on DOCKER_HOST's engine (else the local
+    socket) with its own network (`micropython` does not apply: the image has its interpreter).
+    `name`: what messages and the console call the board (default: its kind and where it is)."""
     spec = spec if isinstance(spec, BoardSpec) else BoardSpec.parse(spec)
     if spec.kind == "unix":
         return Board.unix(micropython=micropython, sim=sim, timeout=timeout, name=name)
+    if spec.kind == "docker":  # docker_board.py: a container of its own, its network wired as registered
+        return _kind_class("docker").open_spec(sim=sim, name=name, timeout=timeout)
     if spec.kind == "labgrid":  # labgrid_board.py: the place locked, its serial port opened
         return _kind_class("labgrid").open(spec.place, name=name, timeout=timeout)
     return Board.serial(spec.port, name=name, timeout=timeout)

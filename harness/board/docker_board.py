@@ -42,12 +42,24 @@ from .unix_port import Launch, UnixPort
 _names = itertools.count(1)
 _CLEANED: set[str] = set()  # engines whose leftovers this process has removed
 _CLEANING = threading.Lock()
+# How a board opened from its spec (open_board("docker:PROFILE"), and so `hil` and roles) wires its
+# network: factory(sim, name) gives DockerBoard.open's `network` hook. This layer has no network
+# of its own to give; netfault/container_board.py registers a KernelLink's when imported (the
+# package's __init__ imports it, so any import of micropython_hil does).
+_spec_network: Callable[[Any, str], Callable[[int], Network]] | None = None
 
 
 class Network(Protocol):
     """What a docker board's `network` hook returns: the wiring of the container's namespace."""
 
     def close(self) -> None: ...
+
+
+def wire_spec_boards(factory: Callable[[Any, str], Callable[[int], Network]]) -> None:
+    """Register how docker boards opened from a spec wire their namespace: `factory(sim, name)`
+    returns the `network` hook DockerBoard.open takes (netfault/container_board.py's link_container)."""
+    global _spec_network
+    _spec_network = factory
 
 
 class ExecProcess:
@@ -241,6 +253,16 @@ class DockerBoard(UnixBoard, kind="docker"):
             raise
         return cls(transport, port, root, container, engine, sim=sim, timeout=timeout, network=wired,
                    owns_engine=owns_engine)
+
+    @classmethod
+    def open_spec(cls, sim: Any = None, name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> "DockerBoard":
+        """What open_board("docker:PROFILE") opens: a board on DOCKER_HOST's engine (else the local
+        socket), its namespace wired by the registered network (wire_spec_boards), under `sim`."""
+        name = name or f"docker#{next(_names)}"
+        if _spec_network is None:
+            raise BoardConnectionError(name, "no network is registered for docker boards: import "
+                                       "micropython_hil.netfault (it wires them through a KernelLink)")
+        return cls.open(sim=sim, name=name, timeout=timeout, network=_spec_network(sim, name))
 
     def release(self) -> None:
         _release(self.port, self.container, self.network, self.root.parent, self.engine if self._owns_engine else None)

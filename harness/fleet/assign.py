@@ -7,8 +7,8 @@
 
 A value is `ROLE=SPEC` when what comes before its first "=" is a role name (a word: letters,
 digits, _ and -); anything else is the run's board spec (`serial:rfc2217://host:2217?x=1` stays
-one). A role without a board of its own is simulated where the run's board is (`unix`), and
-absent on a bench (the run's board is real, and a simulated stand-in is not what was asked
+one). A role without a board of its own is simulated where the run's board is (`unix`, or
+`docker`: each role in a container of its own), and absent on a bench (the run's board is real, and a simulated stand-in is not what was asked
 for: `--board ROLE=unix` says so explicitly).
 """
 
@@ -71,7 +71,7 @@ class BoardAssignment:
         """The board `role` runs on; None when it has none on this bench."""
         if role in self.roles:
             return self.roles[role]
-        return self.default if self.default.kind == "unix" else None
+        return self.default if self.default.simulated else None
 
     def why_absent(self, role: str) -> str:
         """The skip reason for a role without a board."""

@@ -8,6 +8,9 @@ channel over the wire, never faulted.
     with board.network.down():
         ...
     board.close()                           # the process, the container, the link
+
+Importing this module (micropython_hil.netfault does) registers link_container as the network of
+docker boards that open_board("docker:PROFILE") opens.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..board.board import DEFAULT_TIMEOUT
-from ..board.docker_board import DockerBoard
+from ..board.docker_board import DockerBoard, wire_spec_boards
 from ..containers.engine import Engine
 from .kernel import KernelLink
 
@@ -48,3 +51,8 @@ def open_docker_board(sim: Any = None, engine: Engine | str | None = None, name:
     KernelLink (`board.network`); NetFaultError where namespaces cannot be wired (not root)."""
     return DockerBoard.open(sim=sim, engine=engine, name=name, timeout=timeout,
                             network=link_container(sim, name or "docker-board"))
+
+
+# Boards opened from their spec (open_board("docker:PROFILE"), `hil --board docker:...`, roles) get
+# the same network as open_docker_board's.
+wire_spec_boards(link_container)

@@ -83,12 +83,18 @@ def open_docker_board_or_skip(sim: Simulator | None, timeout: float, name: str |
     """A simulated board in a container on DOCKER_HOST's engine (else the local socket), its
     namespace wired by a KernelLink (`board.network`); skips where no engine answers or
     namespaces cannot be wired (not root, ip/nft/tc missing)."""
+    skip_without_docker_boards()
+    return open_docker_board(sim, name=name, timeout=timeout)
+
+
+def skip_without_docker_boards() -> None:
+    """Skip the test, in one line saying why, where docker boards cannot run: no engine answers,
+    or the container's namespace cannot be wired (not root, ip/nft/tc missing)."""
     reason = Engine.unavailable()
     if reason is None and unavailable() is not None:
         reason = f"kernel link: {unavailable()}"
     if reason:
         pytest.skip(f"docker board: {reason}")
-    return open_docker_board(sim, name=name, timeout=timeout)
 
 
 def close_board(board: Board) -> None:

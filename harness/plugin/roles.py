@@ -10,8 +10,9 @@ A role's value in the marker is its firmware folder (relative: to the rootdir), 
 board), or a dict: {"firmware": folder, "profile": "esp32s3", "time": "fast", ...} (the sim
 marker's options, for that role's simulator; the test's @pytest.mark.sim applies to all).
 Each role gets a board as `--board` assigns it (`--board relay=serial:/dev/ttyUSB0`,
-`--board relay=labgrid:PLACE`: a real role's files cleaned as a one-board test's are; the others
-simulated, or absent on a bench, where the test skips saying which), its own client id and
+`--board relay=labgrid:PLACE`: a real role's files cleaned as a one-board test's are;
+`--board relay=docker:esp32`: simulated in a container on its own network, skipped where no
+engine answers; the others simulated, or absent on a bench, where the test skips saying which), its own client id and
 console; a simulated role's board is wired as its firmware's manifest says. Consoles are saved
 as console-<role>.log in the test's artifact folder and shown per role when the test fails.
 """
@@ -30,7 +31,8 @@ from ..deploy.firmware import Firmware
 from ..deploy.device_start import firmware_of
 from ..fleet.fleet import wire
 from ..fleet.team import Boards
-from .board import close_board, make_simulator, marked_roles, prepared, watch_role_consoles
+from .board import (close_board, make_simulator, marked_roles, prepared, skip_without_docker_boards,
+                    watch_role_consoles)
 from .options import options
 
 MARKERS = [
@@ -65,7 +67,8 @@ def _wanted(item: pytest.Item) -> dict[str, _Wanted]:
 
 
 def _open(config: pytest.Config, item: pytest.Item, role: str, wanted: _Wanted) -> Board:
-    """The role's board as --board assigns it: simulated (wired as its firmware says) or real."""
+    """The role's board as --board assigns it: simulated (unix, or docker: in a container; wired as
+    its firmware says) or real."""
     opts = options(config)
     spec = opts.board_roles.spec_for(role)
     name = f"{role}[{spec}]"
@@ -76,7 +79,7 @@ def _open(config: pytest.Config, item: pytest.Item, role: str, wanted: _Wanted) 
     sim = make_simulator(config, {**(marker.kwargs if marker else {}), **wanted.sim}, **overrides)
     try:
         wire(sim, wanted.firmware)
-        return Board.unix(micropython=opts.micropython, sim=sim, name=name, timeout=opts.board_timeout)
+        return open_board(spec, micropython=opts.micropython, sim=sim, name=name, timeout=opts.board_timeout)
     except BaseException:
         sim.close()
         raise
@@ -93,8 +96,11 @@ def boards(request: pytest.FixtureRequest, broker: Any, hil_artifacts: Path) -> 
                                 "folder', ...) naming the roles")
     assignment = options(request.config).board_roles
     for role in wanted:
-        if assignment.spec_for(role) is None:
+        spec = assignment.spec_for(role)
+        if spec is None:
             pytest.skip(assignment.why_absent(role))
+        if spec.kind == "docker":
+            skip_without_docker_boards()
     telemetry = request.getfixturevalue("telemetry") if "telemetry" in request.fixturenames else None
     team = Boards(broker, telemetry=telemetry, wifi=options(request.config).wifi)
     opened: dict[str, Board] = {}
