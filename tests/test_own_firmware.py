@@ -1,16 +1,18 @@
 """A team's firmware as it is: its own config file and topic scheme, from a folder anywhere."""
 
 import json
+import time
 
 import pytest
 
-from micropython_hil import Firmware, FirmwareError, Secret, TelemetryError
+from micropython_hil import BoardException, Firmware, FirmwareError, Secret, TelemetryError
 from micropython_hil.deploy.config_files import Endpoints, render
 
 # Written the way a team writes it, knowing nothing of the harness: its own config file
 # (station.json), its own topics, umqtt.simple from its manifest.
 STATION_MAIN = """\
 import json
+import time
 import time
 
 import machine
@@ -120,3 +122,15 @@ def test_a_firmware_with_its_own_client_id_is_named_when_board_time_is_missing(s
     with pytest.raises(TelemetryError, match=rf"published by client id 'st-own-id', but the board clock is attached "
                                              rf"for '{device.client_id}'.*client_id='st-own-id'"):
         telemetry.assert_rate("stations/st-own-id/reading", every=60, clock="board")
+
+
+def test_a_firmware_that_crashes_at_boot_fails_a_telemetry_wait_at_once_with_its_traceback(station, start_firmware,
+                                                                                          telemetry):
+    """Its messages will never come: the wait fails with the firmware's own error as soon as the
+    run ends, not when its 30 s run out."""
+    device = start_firmware(firmware=station, files={"station.json": {"broker": "{host}"}})  # no "id"
+    began = time.monotonic()
+    with pytest.raises(BoardException, match=r"KeyError: id") as failure:
+        telemetry.collect(1, "stations/#", timeout=30)
+    assert time.monotonic() - began < 10, "the wait ran on after the firmware had ended"
+    assert 'File "main.py"' in str(failure.value) and device.client_id

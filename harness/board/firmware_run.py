@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import serial
 
@@ -77,6 +77,7 @@ class FirmwareRun:
         self._stop = threading.Event()
         self._exits_before = board.process_exits()
         self._thread = threading.Thread(target=self._pump, name=f"{board.name}-console", daemon=True)
+        self._end_listeners: list[Callable[[], None]] = []
 
     # -- driven by the board -------------------------------------------------------------
     def start(self) -> None:
@@ -87,6 +88,13 @@ class FirmwareRun:
         """Stop copying the console without waiting for the script: the board is being reset
         or closed. The console is not ended (a reset keeps it going)."""
         self._stop.set()
+
+    def on_end(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (no arguments) when the run ends, at once if it has: telemetry waits
+        use it to stop waiting for a firmware that crashed."""
+        self._end_listeners.append(listener)
+        if self._done.is_set():
+            listener()
 
     def wait_done(self, timeout: float | None = None) -> bool:
         """Wait for the pump to stop; False if it still runs after `timeout` s."""
@@ -139,6 +147,8 @@ class FirmwareRun:
             if not self._stop.is_set():
                 console.end(self.error)
             self._done.set()
+            for listener in list(self._end_listeners):
+                listener()
 
     def _feed(self, data: bytes) -> None:
         self.board.console.feed(data)

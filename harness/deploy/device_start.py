@@ -116,10 +116,13 @@ def start_device(board: Board, firmware: Firmware, setup: DeviceSetup, telemetry
     """Deploy `firmware` with `setup`'s config files and run its main.py in the background.
 
     With `telemetry` (a Telemetry) and a simulated board, messages from this client id carry the
-    board's clock (rates asserted in board time)."""
+    board's clock (rates asserted in board time); on any board, the telemetry's waits fail at once
+    with the firmware's traceback when it crashes."""
     if board.sim is not None and telemetry is not None:
         telemetry.attach_board_clock(board.sim, setup.client_id)
     run = firmware.start(board, setup.config, setup.files)
+    if telemetry is not None:
+        telemetry.watch(run)  # a crash fails the test's waits for its messages at once
     return setup.device(board, firmware, run)
 
 

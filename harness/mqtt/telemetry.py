@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 import jsonschema
 
-from ..errors import MqttError, TelemetryError
+from ..errors import BoardException, MqttError, TelemetryError
 from .board_clock import BoardClock
 from .broker import Broker
 from .client import MqttClient
@@ -97,6 +97,7 @@ class Telemetry:
         self._client: MqttClient | None = None
         self.started = time.time()
         self._board_clocks: list[BoardClock] = []
+        self._runs: list[Any] = []  # firmware runs whose crash ends every wait at once (watch)
         broker.add_listener(self._record)
 
     def _record(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, client_id: str | None) -> None:
@@ -106,6 +107,25 @@ class Telemetry:
         if log.isEnabledFor(logging.INFO):
             log.info("%s q%d%s %s", topic, qos, " retained" if retain else "",
                      payload[:200].decode("utf-8", "replace"))
+
+    def watch(self, run: Any) -> None:
+        """Fail waits at once when this firmware run (a FirmwareRun) ends with an exception: a
+        firmware that crashed at boot sends nothing more, and a wait for its messages would only
+        run out its timeout. The failure is the firmware's own, with its traceback."""
+        with self._cond:
+            self._runs.append(run)
+        run.on_end(self._wake)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _crashed(self) -> BaseException | None:
+        """The exception a watched run ended with, if one did (callers hold the lock)."""
+        for run in self._runs:
+            if not run.running and isinstance(run.error, BoardException):
+                return run.error
+        return None
 
     def attach_board_clock(self, source: Any, client_id: str | None = None) -> None:
         """Take board times from a simulator's record of each PUBLISH the board wrote (topic and
@@ -245,6 +265,9 @@ class Telemetry:
                         if len(found) == n:
                             return found
                 scanned = max(scanned, len(self._messages))
+                crash = self._crashed()
+                if crash is not None:
+                    raise crash
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
