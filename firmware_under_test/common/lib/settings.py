@@ -22,7 +22,12 @@ def load(defaults):
             found = json.load(f)
     except (OSError, ValueError):
         found = {}
-    for key in ("mqtt", "wifi", "http", "topic_prefix"):
+    if not isinstance(found, dict):
+        found = {}  # valid JSON but not an object: as good as no file
+    mqtt = found.get("mqtt")
+    if isinstance(mqtt, dict):
+        cfg["mqtt"].update(mqtt)  # a provisioned host alone keeps the default port, keepalive...
+    for key in ("wifi", "http", "topic_prefix"):
         if found.get(key) is not None:
             cfg[key] = found[key]
     extra = dict(defaults)
