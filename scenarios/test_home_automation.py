@@ -302,3 +302,32 @@ def test_a_command_taken_while_the_state_waits_for_its_puback_is_not_lost(netfau
         telemetry.expect(device.topic("reply"), where=lambda m: m.json().get("id") == "b", since=mark, timeout=5)
         telemetry.expect(device.topic("state"), where={"relays": [True, True]}, since=mark, timeout=5)
     telemetry.assert_retained(device.topic("state"), {"relays": [True, True]})
+
+
+@pytest.mark.requires_sim
+@pytest.mark.sim(time="stepped")
+@pytest.mark.parametrize("gap_ms, taken", [(190, False), (200, True)], ids=["190-ms-ignored", "200-ms-taken"])
+def test_the_button_debounce_window_is_200_ms_at_its_edge(sim, start_firmware, telemetry, gap_ms, taken):
+    """The main loop runs every 10 ms of board time and takes a press when it comes 200 ms or
+    more after the last one taken. In stepped time the test sets when the loop sees each press:
+    presses taken 190 ms apart are one toggle, 200 ms apart are two."""
+    device = start_firmware()
+    while "link: online" not in device.console.text:
+        sim.advance(ms=100)  # the board's clock moves only when the test moves it
+    telemetry.expect(device.topic("state"), where={"relays": [False, False]}, timeout=10)  # at boot
+    sim.pin(BUTTON_PIN).pulse(0)
+    sim.advance(ms=10)  # the next loop takes the press: relay 0 on
+    on = telemetry.expect(device.topic("state"), where={"relays": [True, False]}, timeout=10)
+    sim.advance(ms=gap_ms - 10)  # the loop has run up to gap_ms - 10 ms after the first press
+    sim.pin(BUTTON_PIN).pulse(0)
+    sim.advance(ms=10)  # ... and sees the second press gap_ms after the first
+    sim.advance(ms=100)
+    if taken:
+        telemetry.expect(device.topic("state"), where={"relays": [False, False]}, since=on, timeout=10)
+    else:
+        telemetry.expect_none(device.topic("state"), since=on, within=0.5)
+    sim.sync()
+    assert sim.pin(RELAY_PINS[0]).level == (0 if taken else 1)
+    states = [m.json()["relays"] for m in telemetry.select(device.topic("state"))]
+    assert states == ([[False, False], [True, False], [False, False]] if taken else
+                      [[False, False], [True, False]]), states
