@@ -96,7 +96,8 @@ def timed_upload(board, kb: int) -> tuple[float, int, str]:
         board.exec(f"import socket\ns = socket.socket()\ns.connect(socket.getaddrinfo('127.0.0.1', "
                    f"{server.getsockname()[1]})[0][-1])\nfor _ in range({kb}):\n    s.write(b'x' * 1000)\n"
                    f"s.close()", timeout=30)
-        thread.join(30)
+        thread.join(60)
+        assert got, f"{kb} kB did not arrive within 60 s"
         return time.monotonic() - start, *got[0]
 
 
@@ -107,7 +108,9 @@ def test_kernel_faults_apply_to_the_containers_link(board):
     with board.network.rate(20_000, direction="up"):
         slow, size, _ = timed_upload(board, 30)
     assert size == 30_000 and slow > 0.9 > fast, f"30 kB at 20 kB/s took {slow:.2f} s (unlimited: {fast:.2f} s)"
-    with board.network.loss(20) as loss:
+    # 10 % lost on the path: TCP retransmits (with backoff: 20 % lost made 20 kB take over 30 s
+    # now and then on a busy host).
+    with board.network.loss(10) as loss:
         _, size, _ = timed_upload(board, 20)
     assert size == 20_000 and loss.dropped > 0  # lost in transit, retransmitted by TCP
     assert not board.network.faults

@@ -13,7 +13,6 @@ from micropython_hil.deploy.config_files import Endpoints, render
 STATION_MAIN = """\
 import json
 import time
-import time
 
 import machine
 from umqtt.simple import MQTTClient
@@ -128,9 +127,11 @@ def test_a_firmware_that_crashes_at_boot_fails_a_telemetry_wait_at_once_with_its
                                                                                           telemetry):
     """Its messages will never come: the wait fails with the firmware's own error as soon as the
     run ends, not when its 30 s run out."""
-    device = start_firmware(firmware=station, files={"station.json": {"broker": "{host}"}})  # no "id"
+    device = start_firmware(firmware=station, files={"station.json": {"broker": "{host}"}},  # no "id"
+                            topics={"reading": "stations/{client_id}/reading"})
     began = time.monotonic()
     with pytest.raises(BoardException, match=r"KeyError: id") as failure:
         telemetry.collect(1, "stations/#", timeout=30)
     assert time.monotonic() - began < 10, "the wait ran on after the firmware had ended"
-    assert 'File "main.py"' in str(failure.value) and device.client_id
+    assert 'File "main.py"' in str(failure.value)
+    device.console.expect("KeyError: id")  # the console has it too

@@ -223,7 +223,7 @@ t = time.ticks_ms()
 print("read", s.read(1), "after a wait of at least 1 s:", time.ticks_diff(time.ticks_ms(), t) >= 1000)
 """ % peer.port)
         wait_until(lambda: peer.conns)
-        time.sleep(2)  # past the 0.5 s timeout four times: only a read that waits for ever is still there
+        time.sleep(3)  # past the 0.5 s timeout six times: only a read that waits for ever is still there
         peer.conns[0]["sock"].sendall(b"x")
         out = sim_process.finish(p).stdout
     assert "timed out: 110" in out and "read b'x' after a wait of at least 1 s: True" in out, out

@@ -191,3 +191,37 @@ def test_message_json_and_dict():
     message = Message(0, 1.0, "t", b'{"a": 1}', 1, False, False, "c")
     assert message.json() == {"a": 1}
     assert message.to_dict()["payload"] == '{"a": 1}'
+
+
+class EndedRun:
+    """What Telemetry.watch reads of a FirmwareRun: a board's name, whether it runs, its error."""
+
+    def __init__(self, board_name: str, error: BaseException | None = None):
+        self.board = type("B", (), {"name": board_name})()
+        self.running, self.error = error is None, error
+
+    def on_end(self, listener):
+        if not self.running:
+            listener()
+
+
+def test_a_crashed_firmware_fails_only_the_waits_that_concern_it(amqtt):
+    from micropython_hil.errors import BoardException
+
+    crash = BoardException.from_traceback("unix#1", "Traceback (most recent call last):\nKeyError: id\n")
+    with Telemetry(amqtt) as t:
+        t.watch(EndedRun("unix#1", crash), "hil/ws-1", ["stations/ws-1/reading"])
+        for concerned in ("#", "hil/ws-1/telemetry", "hil/+/status", "stations/+/reading", "stations/#"):
+            with pytest.raises(BoardException, match="KeyError: id"):
+                t.collect(1, concerned, timeout=5)
+        for other in ("hil/ws-2/telemetry", "hil/ws-1", "stations/ws-2/reading"):
+            with pytest.raises(TelemetryError, match="within 0.2 s"):
+                t.collect(1, other, timeout=0.2)
+        # Silence and the last will are what a test of a crash waits for: those wait on.
+        t.expect_none("hil/ws-1/telemetry", within=0.2)
+        t.publish("hil/ws-1/status", "offline")
+        assert t.expect_last_will("hil/ws-1/status", "offline", timeout=5).payload == b"offline"
+        # The firmware started again on the same board: its waits are its own again.
+        t.watch(EndedRun("unix#1"), "hil/ws-1")
+        t.publish("hil/ws-1/telemetry", "back")
+        assert t.expect("hil/ws-1/telemetry", timeout=5).payload == b"back"

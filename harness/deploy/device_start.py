@@ -121,9 +121,10 @@ def start_device(board: Board, firmware: Firmware, setup: DeviceSetup, telemetry
     if board.sim is not None and telemetry is not None:
         telemetry.attach_board_clock(board.sim, setup.client_id)
     run = firmware.start(board, setup.config, setup.files)
-    if telemetry is not None:
-        telemetry.watch(run)  # a crash fails the test's waits for its messages at once
-    return setup.device(board, firmware, run)
+    device = setup.device(board, firmware, run)
+    if telemetry is not None:  # a crash fails the test's waits for its messages at once
+        telemetry.watch(run, device.prefix, [device.topic(name) for name in device.topics])
+    return device
 
 
 def firmware_of(path: str | Path | Firmware, base: Path | None = None) -> Firmware:

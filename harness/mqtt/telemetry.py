@@ -86,6 +86,19 @@ def _schema(schema: dict | str | Path) -> dict:
         raise TelemetryError(f"cannot read JSON Schema {schema}: {exc}") from None
 
 
+def _may_match_under(topic_filter: str, prefix: str) -> bool:
+    """Can `topic_filter` match a topic under `prefix/` (a device's topics)?"""
+    levels, fixed = topic_filter.split("/"), prefix.split("/")
+    for i, want in enumerate(fixed):
+        if i >= len(levels):
+            return False
+        if levels[i] == "#":
+            return True
+        if levels[i] not in ("+", want):
+            return False
+    return len(levels) > len(fixed)
+
+
 class Telemetry:
     """The recorder: every routed message since it started (or since `clear`), and the checks."""
 
@@ -97,7 +110,7 @@ class Telemetry:
         self._client: MqttClient | None = None
         self.started = time.time()
         self._board_clocks: list[BoardClock] = []
-        self._runs: list[Any] = []  # firmware runs whose crash ends every wait at once (watch)
+        self._runs: dict[str, tuple[Any, str, tuple]] = {}  # board -> (run, prefix, topics): see watch
         broker.add_listener(self._record)
 
     def _record(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, client_id: str | None) -> None:
@@ -108,22 +121,28 @@ class Telemetry:
             log.info("%s q%d%s %s", topic, qos, " retained" if retain else "",
                      payload[:200].decode("utf-8", "replace"))
 
-    def watch(self, run: Any) -> None:
+    def watch(self, run: Any, prefix: str, topics: Iterable[str] = ()) -> None:
         """Fail waits at once when this firmware run (a FirmwareRun) ends with an exception: a
-        firmware that crashed at boot sends nothing more, and a wait for its messages would only
-        run out its timeout. The failure is the firmware's own, with its traceback."""
+        firmware that crashed sends nothing more, and a wait for its messages would only run out
+        its timeout. Only waits that can match the device's topics (under `prefix`, or one of
+        `topics`: its own topic scheme) fail so, with the firmware's own error and traceback; the run replaces an earlier one on the same board (a
+        firmware started again after a crash is waited for anew). expect_none and
+        expect_last_will keep waiting: after a crash, silence and the last will are the point."""
         with self._cond:
-            self._runs.append(run)
+            self._runs[run.board.name] = (run, prefix, tuple(topics))
         run.on_end(self._wake)
 
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
-    def _crashed(self) -> BaseException | None:
-        """The exception a watched run ended with, if one did (callers hold the lock)."""
-        for run in self._runs:
-            if not run.running and isinstance(run.error, BoardException):
+    def _crashed(self, topic_filter: str) -> BaseException | None:
+        """The exception a watched run ended with, if one did and `topic_filter` can match its
+        device's topics (callers hold the lock)."""
+        for run, prefix, topics in self._runs.values():
+            if run.running or not isinstance(run.error, BoardException):
+                continue
+            if _may_match_under(topic_filter, prefix) or any(topic_matches(topic_filter, t) for t in topics):
                 return run.error
         return None
 
@@ -251,8 +270,14 @@ class Telemetry:
     # ------------------------------------------------------------------ waiting
     def collect(self, n: int, topic_filter: str = "#", where: Where = None, timeout: float = 5.0,
                 since: int | Message = 0) -> list[Message]:
-        """Wait until `n` matching messages have been recorded; return the first `n`."""
+        """Wait until `n` matching messages have been recorded; return the first `n`. Fails at
+        once with the firmware's error when a device whose topics the filter covers crashed."""
         __tracebackhide__ = True  # a failure shows the test's line, not the harness's
+        return self._collect(n, topic_filter, where, timeout, since, crash_fails=True)
+
+    def _collect(self, n: int, topic_filter: str, where: Where, timeout: float, since: int | Message,
+                 crash_fails: bool) -> list[Message]:
+        __tracebackhide__ = True
         start = since.index + 1 if isinstance(since, Message) else since
         deadline = time.monotonic() + timeout
         found: list[Message] = []
@@ -265,7 +290,7 @@ class Telemetry:
                         if len(found) == n:
                             return found
                 scanned = max(scanned, len(self._messages))
-                crash = self._crashed()
+                crash = self._crashed(topic_filter) if crash_fails else None
                 if crash is not None:
                     raise crash
                 left = deadline - time.monotonic()
@@ -289,7 +314,7 @@ class Telemetry:
         """Fail if a matching message arrives within `within` seconds."""
         __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         try:
-            message = self.collect(1, topic_filter, where, within, since)[0]
+            message = self._collect(1, topic_filter, where, within, since, crash_fails=False)[0]
         except TelemetryError:
             return
         raise self.fail(f"expected no message on {topic_filter!r} but got {message}")
@@ -414,7 +439,7 @@ class Telemetry:
         """
         __tracebackhide__ = True  # a failure shows the test's line, not the harness's
         where = None if payload is None else (lambda m: self._payload_is(m.payload, payload))
-        message = self.collect(1, topic, where, timeout, since)[0]
+        message = self._collect(1, topic, where, timeout, since, crash_fails=False)[0]
         if retained:
             self.assert_retained(topic, payload)
         return message
