@@ -96,3 +96,18 @@ def test_a_simulated_board_is_not_cleaned(pytester, tmp_path):
                                            timeout=120)
     result.assert_outcomes(passed=1)
     assert "flash cleaned" not in (tmp_path / "arts" / "test_one.py_test_one" / "console.log").read_text()
+
+
+def test_kept_paths_are_read_as_paths_and_a_misspelt_one_is_reported(pytester, served_chip, tmp_path):
+    device, flash = served_chip
+    fill(flash)
+    pytester.makepyfile(test_one="def test_one(board):\n    assert board.ls() == ['lib', 'secrets.py']\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--board", f"serial:{device}",
+                                           "--board-keep", "./secrets.py", "--board-keep", "/lib//mine.py",
+                                           "--board-keep", "secret.py", "--hil-artifacts", str(tmp_path / "arts"),
+                                           timeout=120)
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*--board-keep secret.py: not on the board, nothing kept there*"])
+    assert names(flash) == ["lib/", "lib/mine.py", "secrets.py"]
+    log = (tmp_path / "arts" / "test_one.py_test_one" / "console.log").read_text()
+    assert "kept lib/mine.py, secrets.py; asked to keep but not on the board: secret.py" in log, log

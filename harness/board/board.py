@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import posixpath
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -42,6 +43,16 @@ UPLOAD_CHUNK = 4096
 def board_path(path: str) -> str:
     """Board paths are relative to the board's root (cwd): '/lib/x.py' and 'lib/x.py' agree."""
     return path.replace("\\", "/").strip("/")
+
+
+@dataclass
+class FlashCleaning:
+    """What clean_flash() did: paths removed (folders end in '/'), kept, asked to keep but not
+    on the board, and folders left alone because another filesystem is mounted there."""
+    removed: list[str]
+    kept: list[str]
+    missing: list[str]
+    mounts: list[str]
 
 
 @dataclass
@@ -348,18 +359,27 @@ class Board(ABC):
         """Remove a file, or a folder (with recursive=True, everything in it)."""
         self.exec(RMTREE + f"_rm({board_path(path)!r},{recursive!r})")
 
-    def clean_flash(self, keep: Iterable[str] = ()) -> list[str]:
+    def clean_flash(self, keep: Iterable[str] = ()) -> FlashCleaning:
         """Remove every file and folder on the board except the paths in `keep` (relative to
-        the board's root; a kept folder keeps what is in it, a kept file keeps its folders), then
-        soft reset it: the flash a fresh simulated board starts with, and no module of a removed
-        file left in RAM. Returns the paths removed (folders end in '/'), also noted on the console."""
-        kept = sorted({board_path(k) for k in keep if board_path(k)})
-        self.exec(RMTREE + WIPE)
-        removed = sorted(self.eval(f"_wipe('',{kept!r})", timeout=max(self.timeout, 30)))
-        self.console.note("flash cleaned: " + (f"removed {', '.join(removed)}" if removed else "nothing to remove")
-                          + (f"; kept {', '.join(kept)}" if kept else ""))
+        the board's root; a kept folder keeps what is in it, a kept file keeps its folders) and
+        any other filesystem mounted in it (an SD card), then soft reset it: the flash a fresh
+        simulated board starts with, and no module of a removed file left in RAM. The console
+        notes what was removed and kept, and any kept path that was not on the board (a misspelt
+        --board-keep saves nothing)."""
+        kept = sorted({p for p in (posixpath.normpath(board_path(k)) for k in keep) if p not in ("", ".")})
+        self.exec(RMTREE + WIPE + "_mounts = []")
+        removed, mounts = self.eval(f"(sorted(_wipe('',{kept!r},_mounts)), _mounts)", timeout=max(self.timeout, 30))
+        missing = [k for k in kept if not self.exists(k)]
+        parts = [f"removed {', '.join(removed)}" if removed else "nothing to remove"]
+        if kept:
+            parts.append(f"kept {', '.join(k for k in kept if k not in missing) or 'nothing'}")
+        if missing:
+            parts.append(f"asked to keep but not on the board: {', '.join(missing)}")
+        if mounts:
+            parts.append(f"left alone (another filesystem): {', '.join(m + '/' for m in mounts)}")
+        self.console.note("flash cleaned: " + "; ".join(parts))
         self.reset()
-        return removed
+        return FlashCleaning(removed, [k for k in kept if k not in missing], missing, mounts)
 
     def deploy(self, folder: str | Path, dest: str = "", force: bool = False) -> DeployReport:
         """Copy a firmware folder onto the board, skipping files whose SHA-256 already matches."""

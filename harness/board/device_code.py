@@ -48,19 +48,24 @@ def _rm(p, rec):
   os.remove(p)
 """
 
-# Defines _wipe(folder, keep): remove everything in a folder (the board's root: '') except the
-# paths in `keep` and the folders on the way to them; the paths removed (folders end in '/').
-# Needs _rm (RMTREE).
+# Defines _wipe(folder, keep, mounts): remove everything in a folder (the board's root: '')
+# except the paths in `keep` and the folders on the way to them; the paths removed (folders end
+# in '/'). A folder on another filesystem (an SD card mounted at /sd) is left whole and added to
+# `mounts`: its statvfs geometry differs from the root's. Needs _rm (RMTREE).
 WIPE = """\
-def _wipe(d, keep):
+def _wipe(d, keep, mounts, fs=None):
  import os
+ fs = fs or os.statvfs('.')[:3]
  gone = []
  for e in list(os.ilistdir(d or '.')):
   p = d + '/' + e[0] if d else e[0]
   if p in keep: continue
   if e[1] & 0x4000:
+   if os.statvfs(p)[:3] != fs:
+    mounts.append(p)
+    continue
    if any(k.startswith(p + '/') for k in keep):
-    gone += _wipe(p, keep)
+    gone += _wipe(p, keep, mounts, fs)
     continue
    _rm(p, True)
    gone.append(p + '/')

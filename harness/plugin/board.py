@@ -5,6 +5,7 @@ consoles a failing test's report shows."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -72,10 +73,13 @@ def prepared(config: pytest.Config, board: Board) -> Board:
     opts = options(config)
     if board.keeps_files and opts.board_flash == "clean":
         try:
-            board.clean_flash(opts.board_keep)
+            cleaning = board.clean_flash(opts.board_keep)
         except BaseException:
             close_board(board)
             raise
+        if cleaning.missing:
+            warnings.warn(f"{board.name}: --board-keep {', '.join(cleaning.missing)}: not on the board, nothing "
+                          "kept there (a misspelt path?)", stacklevel=2)
     return board
 
 
