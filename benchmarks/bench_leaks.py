@@ -40,6 +40,13 @@ def test_lives(board, broker, telemetry, start_firmware, tmp_path):
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 
 
+def default_sigint() -> None:
+    """In the child before it starts: SIGINT as a terminal's Ctrl-C finds it. A process started in
+    the background of a non-interactive shell (nohup, `cmd &`) has SIGINT ignored, and its
+    children inherit that: the SIGINT sent here would then be ignored, not a Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tagged_pids(tag: str) -> list[int]:
     """Processes whose environment carries this run's tag (the harness's children inherit it)."""
     found = []
@@ -82,7 +89,7 @@ def one_run(workdir: Path, broker: str, signame: str, delay: float) -> dict:
     child = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--broker", broker,
                               "-o", f"cache_dir={workdir / 'cache'}", str(workdir / "test_lives.py")],
                              cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=default_sigint)
     time.sleep(delay)
     child.send_signal(SIGNALS[signame])
     try:

@@ -150,8 +150,11 @@ def test_serial_board_option_through_a_pty(pytester, pty_board_process):
 
 def start_pytest_until_board(pytester, pidfile: Path) -> tuple[subprocess.Popen, int]:
     """pytest in a child process, once its test has written its board's pid to `pidfile`."""
+    # SIGINT as a terminal's Ctrl-C finds it, also where this suite was started in the background
+    # of a non-interactive shell (which leaves SIGINT ignored, inherited by children).
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
-                            cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)

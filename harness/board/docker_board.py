@@ -227,7 +227,7 @@ class DockerBoard(UnixBoard, kind="docker"):
         name = name or f"docker#{next(_names)}"
         owns_engine = not isinstance(engine, Engine)
         engine = engine if isinstance(engine, Engine) else Engine(engine)
-        folder = container = wired = port = None
+        folder = container = wired = port = cname = None
         try:
             if not engine.local:
                 raise BoardConnectionError(name, f"docker engine {engine.url} is not on this machine: a docker "
@@ -237,8 +237,9 @@ class DockerBoard(UnixBoard, kind="docker"):
             folder = tempdirs.make_temp_dir("board")
             root = folder / "flash"
             (root / "lib").mkdir(parents=True)
+            cname = _container_name(name)
             container = engine.client.containers.run(
-                image, detach=True, network_mode="none", labels=run_labels("board"), name=_container_name(name),
+                image, detach=True, network_mode="none", labels=run_labels("board"), name=cname,
                 volumes=_mounts(root, sim), stop_signal="SIGKILL")
             container.reload()
             if network is not None:
@@ -247,6 +248,9 @@ class DockerBoard(UnixBoard, kind="docker"):
             port.start()
             transport = ReplTransport(port.device, name=name, exclusive=False)
         except BaseException as exc:
+            if container is None and cname is not None:
+                # run() is create then start: a start that failed leaves a created container.
+                container = _created(engine, cname)
             _release(port, container, wired, folder, engine if owns_engine else None)
             if isinstance(exc, engine.errors.APIError):
                 raise BoardConnectionError(name, f"docker engine {engine.url}: {exc.explanation or exc}") from None
@@ -279,6 +283,16 @@ class DockerBoard(UnixBoard, kind="docker"):
         except Exception:  # noqa: BLE001 - removed
             return False
         return self.container.status == "running"
+
+
+def _created(engine: Engine, cname: str) -> Any:
+    """The container named `cname` if the engine has it (a run() whose start failed), else None."""
+    try:
+        return engine.client.containers.get(cname)
+    except engine.errors.NotFound:
+        return None
+    except engine.errors.DockerException:
+        return None  # the engine itself failed: the next run's remove_leftovers takes it
 
 
 def _container_name(board: str) -> str:
