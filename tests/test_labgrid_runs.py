@@ -107,13 +107,19 @@ def test_a_failing_test_gives_the_place_back(pytester, lab, tmp_path, free_after
     result.assert_outcomes(failed=1)
 
 
+INTERRUPTIBLE_PYTEST = ("import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                        "sys.exit(pytest.main(sys.argv[1:]))")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_run_ended_by_a_signal_gives_the_place_back(pytester, lab, tmp_path, signum, free_after):
     pytester.makepyfile(test_holds=HOLD_THE_BOARD)
     tether = Tether("test-labgrid-signal")
     try:
-        child = tether.popen([sys.executable, "-m", "pytest", *board_args(lab, tmp_path)], cwd=pytester.path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Ctrl-C raises KeyboardInterrupt in the child as at a terminal, also where this suite
+        # runs in the background of a non-interactive shell (SIGINT ignored, and inherited).
+        child = tether.popen([sys.executable, "-c", INTERRUPTIBLE_PYTEST, *board_args(lab, tmp_path)],
+                             cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (pytester.path / "holding").exists():
             assert child.poll() is None and time.monotonic() < deadline, "the child run never held the board"
