@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -133,6 +134,24 @@ def watch_console(item: pytest.Item, board: Board) -> None:
     item.stash[_START_KEY] = len(board.console.text)
 
 
+@contextmanager
+def lent_to_test(item: pytest.Item, board: Board, hil_artifacts: Path, start: int, close: bool = True) -> Iterator[Board]:
+    """`board` for one test: its console in the test's failure report; afterwards its program
+    stopped, what it printed from `start` on saved as the test's console.log, and the board (with
+    its simulator) closed, unless `close` is False (a board the module keeps)."""
+    watch_console(item, board)
+    try:
+        yield board
+    finally:
+        try:
+            board.stop()
+        except Exception:
+            pass  # closed below, or replaced by the next test if it is broken
+        (hil_artifacts / "console.log").write_text(board.console.text[start:])
+        if close:
+            close_board(board)
+
+
 @pytest.fixture
 def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Path) -> Iterator[Board]:
     """A MicroPython board in the raw REPL: fresh per test, or the module's board after a reset."""
@@ -147,20 +166,11 @@ def board(request: pytest.FixtureRequest, _module_board: dict, hil_artifacts: Pa
         if reuse:
             _module_board["board"] = the_board
         start = 0  # console.log keeps what opening it noted (a real board's files removed, a lock cleared)
-    watch_console(request.node, the_board)
     request.node.user_properties += [  # for --junitxml: which board ran it, where its files are
         ("hil board", the_board.name if the_board.sim is None else f"{the_board.name} ({the_board.sim.profile.name})"),
         ("hil artifacts", str(hil_artifacts))]
-    try:
+    with lent_to_test(request.node, the_board, hil_artifacts, start, close=not reuse):
         yield the_board
-    finally:
-        try:
-            the_board.stop()
-        except Exception:
-            pass  # the board is replaced below if it is broken
-        (hil_artifacts / "console.log").write_text(the_board.console.text[start:])
-        if not reuse:
-            close_board(the_board)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from ..containers.images import mosquitto_available, mosquitto_image
 from ..errors import HarnessError
 from ..mqtt.docker_broker import DockerBroker, make_docker_broker
 from ..mqtt.tls import ProvidedTls
-from .board import close_board, make_simulator, open_docker_board_or_skip, watch_console
+from .board import lent_to_test, make_simulator, open_docker_board_or_skip
 from .options import options
 
 
@@ -91,14 +91,5 @@ def docker_board(request: pytest.FixtureRequest, hil_artifacts: Path) -> Iterato
     except BaseException:
         sim.close()
         raise
-    start = len(the_board.console.text)
-    watch_console(request.node, the_board)
-    try:
+    with lent_to_test(request.node, the_board, hil_artifacts, start=len(the_board.console.text)):
         yield the_board
-    finally:
-        try:
-            the_board.stop()
-        except Exception:
-            pass  # it is closed below either way
-        (hil_artifacts / "console.log").write_text(the_board.console.text[start:])
-        close_board(the_board)

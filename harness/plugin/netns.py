@@ -27,15 +27,11 @@ import pytest
 from ..board.board import Board
 from ..board.unix_board import UnixBoard
 from ..board.unix_port import find_micropython
+from ..netfault.container_board import channel_port
 from ..netfault.kernel import KernelLink, unavailable
 from ..sim.simulator import Simulator
-from .board import close_board, make_simulator, watch_console
+from .board import lent_to_test, make_simulator
 from .options import options
-
-
-def channel_port(sim: Simulator) -> int:
-    """The host port of a simulator's control channel (where each launch connects)."""
-    return int(sim.env()["MPSIM_CHANNEL"].rpartition(":")[2])
 
 
 @pytest.fixture
@@ -69,14 +65,5 @@ def netns_board(request: pytest.FixtureRequest, kernel_link: KernelLink, hil_art
     except BaseException:
         sim.close()
         raise
-    start = len(the_board.console.text)
-    watch_console(request.node, the_board)
-    try:
+    with lent_to_test(request.node, the_board, hil_artifacts, start=len(the_board.console.text)):
         yield the_board
-    finally:
-        try:
-            the_board.stop()
-        except Exception:
-            pass  # it is closed below either way
-        (hil_artifacts / "console.log").write_text(the_board.console.text[start:])
-        close_board(the_board)
