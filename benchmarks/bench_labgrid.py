@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO / "tests" / "labgrid_lab"))
 
 from loopback_lab import LoopbackLab, missing, ser2net  # noqa: E402
 
+from bench_transport import make_firmware  # noqa: E402  (this folder: the same 100 KB firmware)
+
 from micropython_hil import tempdirs  # noqa: E402
 from micropython_hil.board import Board, open_board  # noqa: E402
 from micropython_hil.board.labgrid_lease import Lease  # noqa: E402
@@ -54,13 +56,6 @@ def exec_rtts(board: Board, n: int) -> list[float]:
         board.exec("pass")
         samples.append((time.perf_counter() - start) * 1000)
     return samples
-
-
-def make_firmware(folder: Path, total: int = 100 * 1024, files: int = 10) -> None:
-    line = b"value = 'sensor reading %05d'  # padding to make a realistic source line\n"
-    for i in range(files):
-        body = b"".join(line % n for n in range(total // files // len(line % 0) + 1))
-        (folder / f"module_{i}.py").write_bytes(body[: total // files])
 
 
 def deploy_s(board: Board, firmware: Path) -> float:
